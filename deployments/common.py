@@ -1,0 +1,54 @@
+"""What every stage deployment shares: settings from the environment plus bound overrides."""
+from __future__ import annotations
+
+import logging
+import time
+
+from serve_app.settings import Settings
+
+log = logging.getLogger("ray.serve")
+
+# Production defaults (serve_config.yaml repeats them explicitly for `serve deploy`).
+GPU_STAGE_OPTIONS = dict(
+    max_ongoing_requests=1,            # one job per model replica: GPU memory is not isolated
+    max_queued_requests=50,            # beyond this the caller gets backpressure, not a hang
+    graceful_shutdown_timeout_s=1900,  # longer than the longest job (job_timeout_s = 1800)
+    graceful_shutdown_wait_loop_s=5,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    autoscaling_config=dict(min_replicas=1, max_replicas=10, target_ongoing_requests=1,
+                            upscale_delay_s=15, downscale_delay_s=900),
+)
+
+
+def stage_settings(overrides: dict | None) -> Settings:
+    return Settings.from_env(**(overrides or {}))
+
+
+class StageMetrics:
+    """Per-deployment counters and latency (Ray's metrics when available)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        try:
+            from ray.serve.metrics import Counter, Histogram
+
+            self.calls = Counter("pf_stage_calls", description="stage calls",
+                                 tag_keys=("stage", "outcome"))
+            self.latency = Histogram("pf_stage_seconds", description="stage call seconds",
+                                     boundaries=[1, 5, 15, 30, 60, 120, 300, 600, 1200],
+                                     tag_keys=("stage",))
+        except Exception:  # noqa: BLE001 - metrics are optional (local testing mode)
+            self.calls = self.latency = None
+
+    def timed(self, fn, *args):
+        t0 = time.monotonic()
+        outcome = "error"
+        try:
+            out = fn(*args)
+            outcome = "ok"
+            return out
+        finally:
+            if self.calls is not None:
+                self.calls.inc(tags={"stage": self.stage, "outcome": outcome})
+                self.latency.observe(time.monotonic() - t0, tags={"stage": self.stage})

@@ -1,0 +1,56 @@
+"""persona_build: pre-render reusable base takes (emotion / angle / intensity) of a persona, so
+later renders only redo the face."""
+from __future__ import annotations
+
+from serve_app.runner import JobContext
+from serve_app.schemas import JobResult
+from stages.contracts import FinishRequest, RestoreRequest, TakeRequest, UpscaleRequest
+from stages.personas import TAKE_FRAME_BOX, take_key, write_manifest
+
+
+async def run(ctx: JobContext) -> JobResult:
+    req, inputs = ctx.request, ctx.request["inputs"]
+    persona_id, specs = req["persona_id"], req["takes_to_generate"]
+    n = len(specs)
+
+    # 1. Upscale the primary image once for the whole persona.
+    up = await ctx.call("upscale", "run", UpscaleRequest(
+        job_id=ctx.job_id, image_key=inputs["primary_image"], max_width=TAKE_FRAME_BOX[0],
+        max_height=TAKE_FRAME_BOX[1], out_key=f"personas/{persona_id}/primary.png"),
+        span=(0.0, 0.1))
+
+    takes, engines = [], {"upscale": up.engine}
+    for i, spec in enumerate(specs):
+        lo, hi = 0.1 + 0.9 * i / n, 0.1 + 0.9 * (i + 1) / n
+        # 2. Render the take: framing for the angle, idle motion scaled by intensity.
+        take = await ctx.call("lipsync", "render_take", TakeRequest(
+            job_id=ctx.job_id, persona_id=persona_id, index=i, image_key=up.image_key,
+            face_box=req.get("face_box"), emotion=spec["emotion"], angle=spec["angle"],
+            intensity=spec["intensity"]), span=(lo, lo + (hi - lo) * 0.5))
+        engines["takes"] = take.engine
+        # 3. Restore its faces once, here, so renders on this take never restore the base again.
+        restored = await ctx.call("face_restore", "run", RestoreRequest(
+            job_id=ctx.job_id, frames=take.frames, faces_key=take.track_key), span=(lo + (hi - lo) * 0.5,
+                                                                            lo + (hi - lo) * 0.7))
+        engines["face_restore"] = restored.engine
+        # 4. Encode and store it in the bucket and on the personas volume.
+        done = await ctx.call("finisher", "run", FinishRequest(
+            job_id=ctx.job_id, kind="take", frames=restored.frames,
+            options={"quality": "premium", "fps": take.frames.fps, "normalize_loudness": False,
+                     "write_srt": False},
+            video_key=take_key(persona_id, i)), span=(lo + (hi - lo) * 0.7, hi))
+        takes.append({"id": f"{persona_id}_take_{i}", "emotion": spec["emotion"],
+                      "angle": spec["angle"], "intensity": spec["intensity"],
+                      "video_url": done.video_url, "duration": round(done.duration_s, 3),
+                      "key": done.video_key, "track_key": take.track_key,
+                      "width": done.width, "height": done.height, "fps": done.fps})
+
+    # 5. The manifest a later video_render reads (bucket + personas volume).
+    manifest = write_manifest(ctx.storage, ctx.settings.personas_dir, persona_id, {
+        "persona_id": persona_id, "archetype": req.get("archetype", ""),
+        "primary_image_key": up.image_key, "engines": engines, "base_takes": takes})
+    public = [{k: t[k] for k in ("id", "emotion", "angle", "intensity", "video_url", "duration")}
+              for t in takes]
+    return JobResult(success=True, output={}, metadata={
+        "job_id": ctx.job_id, "persona_id": persona_id, "archetype": req.get("archetype", ""),
+        "base_takes": public, "manifest": manifest["manifest_url"], "engines": engines})

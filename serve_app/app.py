@@ -1,0 +1,100 @@
+"""The Ray Serve application: the `Studio` ingress (FastAPI) composed with the four stage
+deployments. `build_app(args)` is the import path `serve deploy serve_config.yaml` uses.
+
+    Studio ──► Upscale ──► LipSync ──► FaceRestore ──► Finisher      (video_render)
+           └─► LipSync ──► Finisher                                   (lipsync_only)
+           └─► Upscale ──► LipSync.render_take ──► FaceRestore ──► Finisher  (persona_build)
+
+Stages exchange storage keys, never frames (RAY_SERVE.md §1.2).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from ray import serve
+
+from deployments.face_restore import FaceRestore
+from deployments.finisher import Finisher
+from deployments.lipsync import LipSync
+from deployments.upscale import Upscale
+from serve_app.api import LinkSigner, build_api
+from serve_app.service import StudioService
+from serve_app.settings import Settings
+
+log = logging.getLogger("ray.serve")
+api = build_api()
+
+# Resource profiles. "production" = the decorators' values (0.5 / 0.25 / 0.25 GPU);
+# "local" = CPU-only laptops: no GPU requests (a GPU request on a GPU-less node would pend
+# forever) and fractional CPUs so five replicas fit on two cores; "declared-gpu" = tests that
+# declare a logical GPU to check the production GPU fractions schedule.
+_LOCAL_CPUS = {"Studio": 0.25, "LipSync": 0.5, "FaceRestore": 0.25, "Upscale": 0.25,
+               "Finisher": 0.5}
+_GPUS = {"LipSync": 0.5, "FaceRestore": 0.25, "Upscale": 0.25}
+
+
+class AppArgs(BaseModel):
+    profile: Literal["production", "local", "declared-gpu"] = "production"
+    settings: dict = Field(default_factory=dict, description="Settings overrides (else env)")
+
+
+@serve.deployment(name="Studio", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=200,
+                  graceful_shutdown_timeout_s=60,
+                  autoscaling_config=dict(min_replicas=1, max_replicas=10,
+                                          target_ongoing_requests=50))
+@serve.ingress(api)
+class Studio:
+    def __init__(self, lipsync, face_restore, upscale, finisher, settings_overrides: dict):
+        settings = Settings.from_env(**settings_overrides)
+        handles = {"lipsync": lipsync, "face_restore": face_restore, "upscale": upscale,
+                   "finisher": finisher}
+
+        async def call(stage: str, method: str, request):
+            return await getattr(handles[stage], method).remote(request)
+
+        signer = LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
+        self.service = StudioService(settings, call, signer=signer)
+        self._handles = handles
+        api.state.service = self.service
+        log.info("Studio up: %s", settings.public_view())
+
+    async def check_health(self) -> None:
+        # Runs on the replica's loop every health_check_period_s: the place to make sure the
+        # reaper (which adopts jobs of dead replicas) runs even before the first request.
+        self.service.runner.start_reaper()
+        if not self.service.engines:
+            for name, handle in self._handles.items():
+                try:
+                    info = await asyncio.wait_for(handle.describe.remote(), 5)
+                    self.service.engines[name] = info.get("engine", "?")
+                except Exception:  # noqa: BLE001 - a stage still starting is not our failure
+                    self.service.engines.clear()
+                    return
+
+
+def build_app(args: dict | AppArgs | None = None):
+    """Application builder: `serve_app.app:build_app` in serve_config.yaml."""
+    args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    overrides = args.settings
+    stages = {"LipSync": LipSync, "FaceRestore": FaceRestore, "Upscale": Upscale,
+              "Finisher": Finisher}
+    bound = {}
+    for name, dep in stages.items():
+        dep = _profiled(dep, name, args.profile)
+        bound[name] = dep.bind(overrides)
+    studio = _profiled(Studio, "Studio", args.profile)
+    return studio.bind(bound["LipSync"], bound["FaceRestore"], bound["Upscale"],
+                       bound["Finisher"], overrides)
+
+
+def _profiled(dep, name: str, profile: str):
+    if profile == "production":
+        return dep
+    opts = {"num_cpus": _LOCAL_CPUS[name]}
+    if profile == "declared-gpu" and name in _GPUS:
+        opts["num_gpus"] = _GPUS[name]
+    # one replica each on a laptop: autoscaling to 10 on two cores only thrashes
+    return dep.options(ray_actor_options=opts, num_replicas=1, autoscaling_config=None)

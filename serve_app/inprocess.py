@@ -1,0 +1,34 @@
+"""The whole studio in one process, without Ray: the same StudioService and graphs, with the
+stage objects called directly in threads. For tests, CLIs and debugging a job step by step."""
+from __future__ import annotations
+
+import asyncio
+
+from serve_app.service import StudioService
+from serve_app.settings import Settings
+from serve_app.storage import Storage, open_storage
+
+
+def build_stages(settings: Settings, storage: Storage) -> dict:
+    from stages.finish import FinishStage
+    from stages.lipsync import LipSyncStage
+    from stages.restore import FaceRestoreStage
+    from stages.upscale import UpscaleStage
+
+    return {"lipsync": LipSyncStage(settings, storage),
+            "face_restore": FaceRestoreStage(settings, storage),
+            "upscale": UpscaleStage(settings, storage),
+            "finisher": FinishStage(settings, storage)}
+
+
+def build_service(settings: Settings, stages: dict | None = None, signer=None) -> StudioService:
+    storage = open_storage(settings, signer=signer)
+    stages = stages if stages is not None else build_stages(settings, storage)
+
+    async def call(stage: str, method: str, request):
+        return await asyncio.to_thread(getattr(stages[stage], method), request)
+
+    service = StudioService(settings, call, storage=storage)
+    service.engines = {name: s.describe()["engine"] for name, s in stages.items()
+                       if hasattr(s, "describe")}
+    return service

@@ -1,0 +1,111 @@
+"""What the stages send each other: small typed messages holding storage keys, never frames."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class FramesRef(BaseModel):
+    """A silent intermediate video (x264 qp 0, yuv444p) in storage."""
+    key: str
+    width: int
+    height: int
+    fps: float
+    n_frames: int
+
+
+class LipSyncRequest(BaseModel):
+    job_id: str
+    source_key: str                        # still image, or a persona take video
+    source_kind: Literal["image", "video"] = "image"
+    track_key: str | None = None           # take's per-frame face boxes (.npy), when known
+    audio_key: str
+    face_box: list[float] | None = None
+    fps: float = 25.0
+    quality: str = "standard"
+
+
+class LipSyncResult(BaseModel):
+    frames: FramesRef
+    faces_key: str | None = None           # per-frame face geometry for restore (no re-detection)
+    engine: str
+    model: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    seconds: float
+
+
+class RestoreRequest(BaseModel):
+    job_id: str
+    frames: FramesRef
+    faces_key: str | None = None
+    weight: float = 0.5
+
+
+class RestoreResult(BaseModel):
+    frames: FramesRef
+    engine: str
+    restored_faces: int = 0
+    seconds: float
+
+
+class UpscaleRequest(BaseModel):
+    job_id: str
+    image_key: str
+    max_width: int                         # fit inside this box, aspect kept
+    max_height: int
+    out_key: str
+
+
+class UpscaleResult(BaseModel):
+    image_key: str
+    width: int
+    height: int
+    engine: str
+    runs: int = 1
+    seconds: float
+
+
+class TakeRequest(BaseModel):
+    job_id: str
+    persona_id: str
+    index: int
+    image_key: str
+    face_box: list[float] | None = None
+    emotion: str
+    angle: str
+    intensity: float
+    seconds: float = 5.0
+    fps: float = 25.0
+
+
+class TakeResult(BaseModel):
+    frames: FramesRef
+    track_key: str                         # per-frame face boxes of the take
+    engine: str
+    seconds: float
+
+
+class FinishRequest(BaseModel):
+    job_id: str
+    kind: Literal["lipsync", "render", "take"]
+    frames: FramesRef
+    voice_key: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)   # media.finish.FinishOptions fields
+    media_keys: dict[str, str] = Field(default_factory=dict)  # music/ambience/sfx_<i> -> key
+    video_key: str                          # where the finished video goes
+    thumbnail_key: str | None = None
+
+
+class FinishResult(BaseModel):
+    video_key: str
+    video_url: str
+    thumbnail_key: str | None = None
+    thumbnail_url: str | None = None
+    srt_url: str | None = None
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    details: dict[str, Any] = Field(default_factory=dict)
+    seconds: float

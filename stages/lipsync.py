@@ -1,0 +1,150 @@
+"""Lip-sync stage: voice + picture source -> silent lip-synced frames (25 fps) in storage.
+
+Engine, picked once at start-up: LatentSync when its weights are on the models volume, else
+the embedded CPU mouth animator (lipsync/animator.py), which says so in every job's metadata.
+Frames stream from the source through the engine into the encoder one at a time, so memory
+does not grow with the length of the voice.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from faces import load_detector
+from lipsync.animator import MouthAnimator, NoFaceError, FaceTrack, frame_count
+from lipsync.source import still_frames, video_frames
+from media.ffmpeg import MediaError, probe
+from media.frames import FrameWriter, load_audio, load_image
+from personas.takes import render_take
+from serve_app.jobs import JobStore
+from serve_app.settings import Settings
+from serve_app.storage import Storage, open_storage
+from stages.contracts import (FramesRef, LipSyncRequest, LipSyncResult, TakeRequest,
+                              TakeResult)
+from stages.errors import StageError
+from stages.personas import TAKE_FRAME_BOX, TAKE_SECONDS, track_key
+from stages.progress import StageProgress
+from stages.workspace import scratch
+
+log = logging.getLogger("personaforge.lipsync")
+
+EMBEDDED = "embedded-mouth-animator (CPU; no LatentSync weights on the models volume)"
+MIN_AUDIO_S = 0.2
+
+
+class LipSyncStage:
+    def __init__(self, settings: Settings, storage: Storage | None = None):
+        self.settings = settings
+        self.storage = storage or open_storage(settings)
+        self.store = JobStore(self.storage)
+        # 1. The face detector ships with the repo (MTCNN, MIT weights): always available.
+        self.detector = load_detector()
+        # 2. The engine. LatentSync arrives with its weights (download_models.py); until then
+        #    the embedded animator runs, and the metadata says which one did.
+        self.animator = MouthAnimator(self.detector)
+        self.engine = EMBEDDED
+        log.info("LipSync engine: %s", self.engine)
+
+    def describe(self) -> dict:
+        return {"engine": self.engine}
+
+    def check_health(self) -> None:
+        if self.animator is None:
+            raise RuntimeError("lip-sync engine not loaded")
+
+    # ---- lip-sync -------------------------------------------------------------------------
+    def run(self, req: LipSyncRequest) -> LipSyncResult:
+        t0 = time.monotonic()
+        progress = StageProgress(self.store, req.job_id, "lipsync")
+        with scratch(self.settings, req.job_id, "lipsync") as tmp:
+            # 1. The voice, at the model's 16 kHz; the frame count follows its length.
+            audio = load_audio(self.storage.get_file(req.audio_key, tmp))
+            if len(audio) < MIN_AUDIO_S * 16000:
+                raise StageError("AUDIO_TOO_SHORT", f"the voice is {len(audio) / 16000:.2f}s; "
+                                 f"at least {MIN_AUDIO_S}s is needed")
+            n = frame_count(len(audio), req.fps)
+            # 2. The picture: a still (one alignment for every frame) or a persona take (its
+            #    stored per-frame face track, so no detection at all).
+            frames, track, (w, h) = self._source(req, n, tmp)
+            # 3. Animate and encode frame by frame (near-lossless intermediate).
+            out = tmp / "lipsync.mp4"
+            with FrameWriter(out, w, h, req.fps) as writer:
+                stats = self.animator.render(frames, track, audio, req.fps, writer.write,
+                                             progress=progress)
+            key = f"jobs/{req.job_id}/work/lipsync.mp4"
+            self.storage.put_file(key, out)
+        return LipSyncResult(
+            frames=FramesRef(key=key, width=w, height=h, fps=req.fps, n_frames=stats.frames),
+            engine=self.engine, model=None,
+            settings={"mouth_source": stats.mouth_source, "fps": req.fps,
+                      "mean_openness": round(stats.mean_openness, 4)},
+            seconds=round(time.monotonic() - t0, 3))
+
+    def _source(self, req: LipSyncRequest, n: int, tmp: Path):
+        path = self.storage.get_file(req.source_key, tmp)
+        if req.source_kind == "image":
+            image = load_image(path)
+            image = _even(image)
+            try:
+                track = self.animator.prepare(image, req.face_box)
+            except NoFaceError as e:
+                raise StageError("NO_FACE", str(e)) from None
+            except ValueError as e:  # face_box outside the image etc.
+                raise StageError("BAD_FACE_BOX", str(e)) from None
+            return still_frames(image, n), track, (image.shape[1], image.shape[0])
+        try:
+            v = probe(path).video
+        except MediaError as e:
+            raise StageError("BAD_TAKE", f"persona take is unreadable: {e}") from None
+        track = self._take_track(req)
+        return video_frames(path, n, req.fps), track, (v.width, v.height)
+
+    def _take_track(self, req: LipSyncRequest) -> FaceTrack:
+        raw = self.storage.get_bytes(req.track_key) if req.track_key else None
+        if raw is None:
+            raise StageError("BAD_TAKE", "persona take has no face track; rebuild the persona")
+        data = np.load(io.BytesIO(raw))
+        marks = data["landmarks"] if "landmarks" in data.files else None
+        return FaceTrack(data["boxes"], marks, "landmarks" if marks is not None else "face_box")
+
+    # ---- persona takes ------------------------------------------------------------------
+    def render_take(self, req: TakeRequest) -> TakeResult:
+        t0 = time.monotonic()
+        with scratch(self.settings, req.job_id, f"take{req.index}") as tmp:
+            image = load_image(self.storage.get_file(req.image_key, tmp))
+            try:
+                track = self.animator.prepare(image, req.face_box)
+            except NoFaceError as e:
+                raise StageError("NO_FACE", str(e)) from None
+            out = tmp / f"take_{req.index}.mp4"
+            try:
+                info = render_take(image, track.boxes[0], req.angle, req.emotion, req.intensity,
+                                   str(out), seconds=req.seconds or TAKE_SECONDS, fps=req.fps,
+                                   size=TAKE_FRAME_BOX,
+                                   landmarks=None if track.landmarks is None else track.landmarks[0])
+            except ValueError as e:
+                raise StageError("BAD_TAKE_SPEC", str(e)) from None
+            key = f"jobs/{req.job_id}/work/take_{req.index}.mp4"
+            self.storage.put_file(key, out)
+            buf = io.BytesIO()
+            arrays = {"boxes": info.face_boxes}
+            if getattr(info, "landmarks", None) is not None:
+                arrays["landmarks"] = info.landmarks
+            np.savez(buf, **arrays)
+            tkey = track_key(req.persona_id, req.index)
+            self.storage.put_bytes(tkey, buf.getvalue())
+        return TakeResult(
+            frames=FramesRef(key=key, width=info.width, height=info.height, fps=info.fps,
+                             n_frames=info.frames),
+            track_key=tkey, engine="embedded-take-renderer (CPU reframing + idle motion)",
+            seconds=round(time.monotonic() - t0, 3))
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """yuv420 needs even sides: drop a last odd row/column (never resample)."""
+    h, w = image.shape[:2]
+    return image[: h - h % 2, : w - w % 2]
