@@ -66,18 +66,22 @@ def read_frames(path: str | os.PathLike, *, fps: float | None = None) -> Iterato
     cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     frame_bytes = v.width * v.height * 3
+    finished = False
     try:
         while True:
             buf = proc.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
+                finished = True
                 break
             yield np.frombuffer(buf, dtype=np.uint8).reshape(v.height, v.width, 3)
     finally:
+        if not finished:  # the consumer stopped early: end ffmpeg quietly
+            proc.kill()
         proc.stdout.close()
         stderr = proc.stderr.read().decode("utf-8", "replace")
         proc.stderr.close()
         rc = proc.wait()
-        if rc not in (0, None) and rc > 0:
+        if finished and rc != 0:
             raise MediaError(f"reading frames of {os.path.basename(str(path))} failed", stderr)
 
 

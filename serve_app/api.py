@@ -64,14 +64,33 @@ class LinkSigner:
         return exp >= time.time() and hmac.compare_digest(self._sig(key, exp), sig or "")
 
 
+_DEFAULT_SERVICE = None  # the service of this process (set by the Serve ingress replica)
+
+
+def bind_service(app: FastAPI | None, service) -> None:
+    """Attach the StudioService the routes use. Serve hands its replica a copy of the FastAPI
+    app, so the ingress also sets the process-wide default that the copy falls back to."""
+    global _DEFAULT_SERVICE
+    _DEFAULT_SERVICE = service
+    if app is not None:
+        app.state.service = service
+
+
+def _svc(request: Request):
+    service = getattr(request.app.state, "service", None) or _DEFAULT_SERVICE
+    if service is None:
+        raise RuntimeError("no StudioService bound to this app")
+    return service
+
+
 def build_api() -> FastAPI:
-    """The FastAPI app. The hosting code sets `app.state.service` (a StudioService)."""
+    """The FastAPI app. The hosting code binds a StudioService with `bind_service`."""
     app = FastAPI(title="PersonaForge Studio", version="0.1.0",
                   description="Portrait + voice -> finished talking video. RunPod-compatible.")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        service = request.app.state.service
+        service = _svc(request)
         path = request.url.path
         # 1. Body size, before anything reads it.
         limit = service.settings.max_request_bytes
@@ -116,7 +135,7 @@ def build_api() -> FastAPI:
 
     @app.post("/v2/{endpoint_id}/run", response_model=RunResponse, responses=ERROR_RESPONSES)
     async def run(endpoint_id: str, body: RunRequest, request: Request) -> RunResponse:
-        rec = await request.app.state.service.submit(body)
+        rec = await _svc(request).submit(body)
         return RunResponse(id=rec.id, status=rec.status)
 
     @app.post("/v2/{endpoint_id}/runsync", response_model=StatusResponse,
@@ -124,7 +143,7 @@ def build_api() -> FastAPI:
     async def runsync(endpoint_id: str, body: RunRequest, request: Request,
                       wait: int | None = Query(None, ge=1000, le=300000,
                                                description="ms to wait (RunPod's parameter)")):
-        service = request.app.state.service
+        service = _svc(request)
         rec = await service.submit(body)
         wait_s = min(service.settings.runsync_wait_s, wait / 1000) if wait else \
             service.settings.runsync_wait_s
@@ -134,7 +153,7 @@ def build_api() -> FastAPI:
     @app.get("/v2/{endpoint_id}/status/{job_id}", response_model=StatusResponse,
              responses=ERROR_RESPONSES, response_model_exclude_none=True)
     async def status(endpoint_id: str, job_id: str, request: Request):
-        st = request.app.state.service.status(job_id)
+        st = _svc(request).status(job_id)
         if st is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return st
@@ -142,22 +161,22 @@ def build_api() -> FastAPI:
     @app.post("/v2/{endpoint_id}/cancel/{job_id}", response_model=RunResponse,
               responses=ERROR_RESPONSES)
     async def cancel(endpoint_id: str, job_id: str, request: Request):
-        rec = request.app.state.service.cancel(job_id)
+        rec = _svc(request).cancel(job_id)
         if rec is None:
             raise HTTPException(404, f"no job {job_id!r}")
-        return RunResponse(id=rec.id, status=request.app.state.service.status(job_id).status)
+        return RunResponse(id=rec.id, status=_svc(request).status(job_id).status)
 
     @app.post("/v2/{endpoint_id}/purge-queue")
     async def purge_queue(endpoint_id: str, request: Request):
-        return {"removed": request.app.state.service.purge_queue(), "status": "completed"}
+        return {"removed": _svc(request).purge_queue(), "status": "completed"}
 
     @app.get("/v2/{endpoint_id}/health", response_model=HealthResponse)
     async def health(endpoint_id: str, request: Request):
-        return request.app.state.service.health()
+        return _svc(request).health()
 
     @app.get("/files/{key:path}", include_in_schema=False)
     async def files(key: str, request: Request, exp: int = 0, sig: str = ""):
-        service = request.app.state.service
+        service = _svc(request)
         storage = service.storage
         if not isinstance(storage, LocalStorage):
             raise HTTPException(404, "files are served by the bucket, not by this service")

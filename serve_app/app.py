@@ -20,7 +20,7 @@ from deployments.face_restore import FaceRestore
 from deployments.finisher import Finisher
 from deployments.lipsync import LipSync
 from deployments.upscale import Upscale
-from serve_app.api import LinkSigner, build_api
+from serve_app.api import LinkSigner, bind_service, build_api
 from serve_app.service import StudioService
 from serve_app.settings import Settings
 
@@ -58,8 +58,20 @@ class Studio:
         signer = LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
         self.service = StudioService(settings, call, signer=signer)
         self._handles = handles
-        api.state.service = self.service
+        bind_service(api, self.service)
         log.info("Studio up: %s", settings.public_view())
+
+    # Handle methods (for other Serve apps and local-testing-mode composition tests): the same
+    # contract as the HTTP routes, without HTTP.
+    async def submit(self, payload: dict) -> dict:
+        from serve_app.schemas import RunRequest
+
+        rec = await self.service.submit(RunRequest.model_validate(payload))
+        return {"id": rec.id, "status": rec.status.value}
+
+    async def status(self, job_id: str) -> dict | None:
+        st = self.service.status(job_id)
+        return None if st is None else st.model_dump(mode="json", exclude_none=True)
 
     async def check_health(self) -> None:
         # Runs on the replica's loop every health_check_period_s: the place to make sure the

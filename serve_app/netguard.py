@@ -21,6 +21,7 @@ URL (presigned URLs carry their signature there). The caller adds which field it
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -35,6 +36,7 @@ import httpx
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_HOST_RE = re.compile(r"[A-Za-z0-9_.\-]{1,253}|[0-9A-Fa-f:.]+")  # IDNA-encoded name or IP
 CHUNK_BYTES = 64 * 1024
 # getaddrinfo has no timeout of its own; it runs here so a stuck resolver costs a thread, not
 # the request (the lookup is abandoned at the fetch's deadline).
@@ -112,6 +114,8 @@ def check_url(url: str | httpx.URL, policy: FetchPolicy) -> httpx.URL:
                          code="URL_HAS_CREDENTIALS")
     if not u.host:
         raise FetchError("URL has no host", code="BAD_URL")
+    if not _HOST_RE.fullmatch(u.raw_host.decode("ascii", "replace")):
+        raise FetchError("URL's host is not a valid host name or address", code="BAD_URL")
     if policy.allowed_hosts and not _host_allowed(u.host, policy.allowed_hosts):
         raise FetchError(f"host {u.host} is not in this server's list of allowed hosts",
                          code="URL_NOT_ALLOWED")
@@ -155,9 +159,9 @@ def address_problem(ip: Address, policy: FetchPolicy) -> str | None:
 def _categories(ip: Address) -> tuple[str | None, str | None]:
     """(never-allowed reason, allowed-only-with-allow_private reason)."""
     if ip.is_unspecified:
-        return "unspecified (reaches this machine)", None
+        return "unspecified (it reaches this machine)", None
     if ip.is_link_local:
-        return "link-local (cloud metadata lives there)", None
+        return "link-local (where cloud metadata lives)", None
     if ip.is_multicast:
         return "multicast", None
     if ip.is_loopback:
@@ -174,10 +178,10 @@ def _categories(ip: Address) -> tuple[str | None, str | None]:
 
 def resolve_checked(host: str, port: int, policy: FetchPolicy, deadline: float) -> list[str]:
     """Resolve `host` once and return its addresses, refusing if ANY of them is not allowed."""
-    try:
-        literal = ipaddress.ip_address(host.strip("[]"))
+    literal = _literal(host)
+    if literal is not None:
         addresses: list[Address] = [literal]
-    except ValueError:
+    else:
         future = _RESOLVER.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
         try:
             infos = future.result(timeout=max(0.01, deadline - time.monotonic()))
@@ -195,9 +199,18 @@ def resolve_checked(host: str, port: int, policy: FetchPolicy, deadline: float) 
     for addr in addresses:
         why = address_problem(addr, policy)
         if why:
-            raise FetchError(f"host {host} resolves to a {why} address; only public addresses "
-                             "may be fetched", code="URL_NOT_ALLOWED")
+            subject = (f"address {host}" if addr == _literal(host)
+                       else f"host {host} resolves to an address that")
+            raise FetchError(f"{subject} is {why}; only public addresses may be fetched",
+                             code="URL_NOT_ALLOWED")
     return [str(a) for a in addresses]
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 # --- 3. Connecting only to the checked addresses ------------------------------------------
@@ -241,7 +254,8 @@ class _PinnedBackend(httpcore.NetworkBackend):
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None, socket_options=None) -> httpcore.NetworkStream:
+                    local_address: str | None = None,
+                    socket_options=None) -> httpcore.NetworkStream:
         if host.lower().strip("[]") != self._host.strip("[]"):
             raise httpcore.ConnectError("connection to a host that was not checked")
         last: Exception = httpcore.ConnectError("no address")
@@ -300,8 +314,9 @@ class _PinnedTransport(httpx.BaseTransport):
 # --- 4 + 5. Fetching, hop by hop -----------------------------------------------------------
 
 _TIMEOUTS = (httpcore.TimeoutException, httpx.TimeoutException)
+# Not OSError: a failing write to our own disk is our fault (a 5xx), not the URL's.
 _TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
-                     httpx.TransportError, ssl.SSLError, OSError)
+                     httpx.TransportError)
 
 
 def fetch(url: str, sink: BinaryIO, max_bytes: int, policy: FetchPolicy) -> FetchResult:
@@ -325,7 +340,11 @@ def fetch(url: str, sink: BinaryIO, max_bytes: int, policy: FetchPolicy) -> Fetc
                              code="URL_UNREACHABLE") from None
         if isinstance(outcome, FetchResult):
             return FetchResult(outcome.size, outcome.content_type, hop, current.host)
-        current = check_url(current.join(outcome), policy)  # a redirect: check the next hop
+        try:
+            target = current.join(outcome)
+        except Exception:
+            raise FetchError(f"{where} redirected to an invalid URL", code="BAD_URL") from None
+        current = check_url(target, policy)  # a redirect: the next hop is checked like the first
     raise FetchError(f"{describe_url(url)} redirected more than {policy.max_redirects} times",
                      code="TOO_MANY_REDIRECTS")
 

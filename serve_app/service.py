@@ -5,6 +5,7 @@ serve_app/api.py are a thin layer over this; the Serve ingress (serve_app/app.py
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -43,6 +44,7 @@ class StudioService:
         self.policy = FetchPolicy(allow_http=settings.allow_http_inputs,
                                   allow_private=settings.allow_private_inputs)
         self.limits = Limits()
+        self.sfx_limits = dataclasses.replace(self.limits, min_audio_seconds=0.01)  # clicks
         self.engines: dict[str, str] = {}
 
     # ---- submit ----------------------------------------------------------------------------
@@ -79,7 +81,8 @@ class StudioService:
             for name, kind, value in jobs:
                 field = f"input.{name}" if not name.startswith("sfx_") else \
                     f"input.sfx_tracks[{name[4:]}].url"
-                got = acquire(value, field, kind, str(tmp), policy=self.policy, limits=self.limits)
+                limits = self.sfx_limits if name.startswith("sfx_") else self.limits
+                got = acquire(value, field, kind, str(tmp), policy=self.policy, limits=limits)
                 key = f"jobs/{job_id}/inputs/{_INPUT_NAMES.get(name, name)}{Path(got.path).suffix}"
                 self.storage.put_file(key, got.path)
                 inputs[_INPUT_NAMES.get(name, name)] = key

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faces import load_detector
+from faces import Face, load_detector
 from lipsync.animator import MouthAnimator, NoFaceError, FaceTrack, frame_count
 from lipsync.source import still_frames, video_frames
 from media.ffmpeg import MediaError, probe
@@ -122,17 +122,19 @@ class LipSyncStage:
                 raise StageError("NO_FACE", str(e)) from None
             out = tmp / f"take_{req.index}.mp4"
             try:
-                info = render_take(image, track.boxes[0], req.angle, req.emotion, req.intensity,
-                                   str(out), seconds=req.seconds or TAKE_SECONDS, fps=req.fps,
-                                   size=TAKE_FRAME_BOX,
-                                   landmarks=None if track.landmarks is None else track.landmarks[0])
+                face = track.boxes[0] if track.landmarks is None else Face(
+                    box=tuple(track.boxes[0]), score=1.0, landmarks=track.landmarks[0])
+                # lossless intermediate: the finisher encodes the take once
+                info = render_take(image, face, req.angle, req.emotion, req.intensity, str(out),
+                                   seconds=req.seconds or TAKE_SECONDS, fps=req.fps,
+                                   size=TAKE_FRAME_BOX, lossless=True)
             except ValueError as e:
                 raise StageError("BAD_TAKE_SPEC", str(e)) from None
             key = f"jobs/{req.job_id}/work/take_{req.index}.mp4"
             self.storage.put_file(key, out)
             buf = io.BytesIO()
             arrays = {"boxes": info.face_boxes}
-            if getattr(info, "landmarks", None) is not None:
+            if info.landmarks is not None:
                 arrays["landmarks"] = info.landmarks
             np.savez(buf, **arrays)
             tkey = track_key(req.persona_id, req.index)
@@ -140,7 +142,7 @@ class LipSyncStage:
         return TakeResult(
             frames=FramesRef(key=key, width=info.width, height=info.height, fps=info.fps,
                              n_frames=info.frames),
-            track_key=tkey, engine="embedded-take-renderer (CPU reframing + idle motion)",
+            track_key=tkey, engine=info.engine,
             seconds=round(time.monotonic() - t0, 3))
 
 

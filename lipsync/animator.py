@@ -1,0 +1,347 @@
+"""Embedded CPU lip-sync ("embedded-mouth-animator"): opens and closes a face's mouth with the voice.
+
+No model weights and no GPU. The voice gives an openness value per video frame (loudness, plus a
+viseme-like shaping from the spectrum: open vowels have a high first formant, fricatives little
+low-frequency energy), smoothed with attack/release so the jaw moves like a jaw. Each frame then
+has its lower lip and jaw warped down by that openness (a smooth displacement field that is zero
+above the lip line and fades out at the mouth corners, the cheeks and below the chin), and the
+gap between the lips is filled with a soft dark inner-mouth ellipse. Honest scope: this moves the
+mouth in time with speech; it does not shape phonemes the way a learned model (LatentSync) does.
+
+    animator = MouthAnimator(load_detector())               # once
+    track = animator.prepare(portrait)                      # per image (raises NoFaceError)
+    with FrameWriter(out, w, h, 25) as writer:
+        animator.render(still_frames(portrait, n), track, voice, 25, writer.write)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Literal, Sequence
+
+import cv2
+import numpy as np
+
+from faces.boxes import iou
+from faces.mtcnn import Face, FaceDetector
+from lipsync.source import pingpong_index
+from media.frames import AUDIO_SAMPLE_RATE
+
+ENGINE = "embedded-mouth-animator"
+# Where the mouth sits in a face box when only the box is known (stylised faces): the lip line
+# at 74% of the box height, mouth 36% of the box wide. Close for MTCNN boxes and drawn faces.
+BOX_MOUTH_Y = 0.74
+BOX_MOUTH_WIDTH = 0.36
+# A client face_box this close to a detected face means "that face": use its landmarks.
+FACE_BOX_MATCH_IOU = 0.3
+# Analysis window per video frame, in frames: long enough for two pitch periods of a low voice,
+# short enough that the gaps between syllables still close the mouth.
+WINDOW_FRAMES = 1.25
+# >1 makes quiet frames open less than loud ones, so syllable dips show on the lips.
+LOUD_EXPONENT = 1.2
+
+
+class NoFaceError(ValueError):
+    """The image has no detectable face and the client gave no face_box."""
+
+
+@dataclass(frozen=True)
+class MouthOptions:
+    max_jaw_drop: float = 0.38           # lower-lip travel at openness 1, in mouth widths
+    attack_s: float = 0.03               # time constant of the mouth opening
+    release_s: float = 0.06              # time constant of the mouth closing (slower, like a jaw)
+    silence_dbfs: float = -45.0          # frames quieter than this keep the mouth shut
+    dynamic_range_db: float = 24.0       # this far below the clip's loud frames -> closed
+    closed_below: float = 0.03           # openness under this snaps to exactly closed
+    inner_mouth_rgb: tuple[int, int, int] = (58, 22, 28)
+
+
+@dataclass(frozen=True)
+class MouthGeometry:
+    center: tuple[float, float]          # middle of the lip line (between the corners)
+    width: float                         # corner-to-corner distance, pixels
+    down: tuple[float, float]            # unit vector from upper to lower lip
+
+
+@dataclass(frozen=True, eq=False)
+class FaceTrack:
+    """Where the face is, per source frame. A still has one entry used for every frame.
+
+    A track shorter than the render is read ping-pong, the same way `video_frames` loops a take.
+    """
+
+    boxes: np.ndarray                    # (m, 4) x0, y0, x1, y1
+    landmarks: np.ndarray | None = None  # (m, 5, 2) MTCNN order, or None (box proportions)
+    source: Literal["landmarks", "face_box"] = "landmarks"
+
+    def __post_init__(self) -> None:
+        boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        if not len(boxes):
+            raise ValueError("a face track needs at least one box")
+        object.__setattr__(self, "boxes", boxes)
+        if self.landmarks is not None:
+            marks = np.asarray(self.landmarks, dtype=np.float64).reshape(-1, 5, 2)
+            if len(marks) != len(boxes):
+                raise ValueError(f"{len(marks)} landmark sets for {len(boxes)} boxes")
+            object.__setattr__(self, "landmarks", marks)
+
+    @classmethod
+    def from_face(cls, face: Face) -> "FaceTrack":
+        return cls(np.asarray([face.box]), np.asarray([face.landmarks]), "landmarks")
+
+    @classmethod
+    def from_box(cls, box: Sequence[float]) -> "FaceTrack":
+        return cls(np.asarray([box], dtype=np.float64), None, "face_box")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def mouth(self, frame_index: int) -> MouthGeometry:
+        i = pingpong_index(frame_index, len(self))
+        if self.landmarks is not None:
+            return _mouth_from_landmarks(self.landmarks[i])
+        return _mouth_from_box(self.boxes[i])
+
+
+@dataclass(frozen=True)
+class RenderStats:
+    engine: str
+    frames: int
+    fps: float
+    seconds: float                       # frames / fps
+    mouth_source: str                    # "landmarks" | "face_box"
+    mean_openness: float
+    peak_openness: float
+    render_s: float                      # wall time of the render loop (encode included)
+
+
+def frame_count(n_samples: int, fps: float, sample_rate: int = AUDIO_SAMPLE_RATE) -> int:
+    """Video frames covering the voice: round(seconds x fps), never cut to a block size."""
+    return int(round(n_samples / sample_rate * fps))
+
+
+def openness_curve(audio: np.ndarray, fps: float, sample_rate: int = AUDIO_SAMPLE_RATE,
+                   options: MouthOptions = MouthOptions()) -> np.ndarray:
+    """Mouth openness in [0, 1] per video frame (float32, length `frame_count`)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    n = frame_count(len(audio), fps, sample_rate)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    db, f1, voiced = _frame_features(audio, n, fps, sample_rate)
+    # 1. Loudness relative to this clip's loud frames, so quiet and hot recordings both move.
+    speech = db > options.silence_dbfs
+    ref = np.percentile(db[speech], 95) if speech.any() else 0.0
+    loud = np.clip((db - (ref - options.dynamic_range_db)) / options.dynamic_range_db, 0, 1)
+    loud[~speech] = 0.0
+    # 2. Viseme-ish shaping: open vowels (high F1) open wider; hiss (s, f) barely opens.
+    target = loud ** LOUD_EXPONENT * (0.55 + 0.45 * f1) * (0.35 + 0.65 * voiced)
+    # 3. Attack/release smoothing: fast to open, slower to close.
+    up = 1.0 - np.exp(-1.0 / (fps * options.attack_s))
+    down = 1.0 - np.exp(-1.0 / (fps * options.release_s))
+    out = np.empty(n, dtype=np.float32)
+    level = 0.0
+    for i, t in enumerate(target):
+        level += (up if t > level else down) * (t - level)
+        out[i] = level
+    out[out < options.closed_below] = 0.0
+    return out
+
+
+def _frame_features(audio: np.ndarray, n: int, fps: float, sr: int,
+                    chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: level (dBFS), F1-ish openness cue in [0,1], voiced share of energy in [0,1]."""
+    win = int(round(WINDOW_FRAMES * sr / fps))     # a little over a frame, centred on it
+    n_fft = 1 << (win - 1).bit_length()
+    window = np.hanning(win).astype(np.float32)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    low = (freqs >= 80) & (freqs < 1000)           # voicing and the first formant
+    f1_band = (freqs >= 250) & (freqs < 1000)
+    high = (freqs >= 2500) & (freqs < 7000)        # frication
+    padded = np.pad(audio, (win, win))
+    db, f1, voiced = (np.empty(n, dtype=np.float32) for _ in range(3))
+    for start in range(0, n, chunk):               # chunks bound memory on long voices
+        idx = np.arange(start, min(start + chunk, n))
+        centres = np.round((idx + 0.5) * sr / fps).astype(np.int64) + win
+        segs = padded[centres[:, None] - win // 2 + np.arange(win)[None, :]] * window
+        power = np.mean(segs ** 2, axis=1) / np.mean(window ** 2)
+        db[idx] = 10 * np.log10(power + 1e-10)
+        spec = np.abs(np.fft.rfft(segs, n=n_fft, axis=1)) ** 2
+        # Floors relative to each frame's own energy keep the cues independent of the gain.
+        floor = 1e-9 * spec.sum(1) + 1e-30
+        e_low, e_high, e_f1 = spec[:, low].sum(1), spec[:, high].sum(1), spec[:, f1_band].sum(1)
+        voiced[idx] = e_low / (e_low + e_high + floor)
+        centroid = (spec[:, f1_band] * freqs[f1_band]).sum(1) / (e_f1 + floor)
+        f1[idx] = np.clip((centroid - 300.0) / 400.0, 0, 1)
+    return db, f1, voiced
+
+
+class MouthAnimator:
+    """The embedded CPU lip-sync engine. `detector` may be None (then a face_box is required)."""
+
+    engine = ENGINE
+
+    def __init__(self, detector: FaceDetector | None, options: MouthOptions = MouthOptions()):
+        self.detector = detector
+        self.options = options
+
+    def prepare(self, image: np.ndarray, face_box: Sequence[float] | None = None) -> FaceTrack:
+        """Locate the mouth in a still (or a video's first frame).
+
+        With `face_box` (client-given, for stylised faces): a detected face overlapping it lends
+        its landmarks; otherwise the mouth comes from the box's proportions.
+        Raises NoFaceError when nothing is found and no face_box was given.
+        """
+        h, w = np.asarray(image).shape[:2]
+        box = _check_face_box(face_box, w, h) if face_box is not None else None
+        faces = self.detector.detect(image) if self.detector is not None else []
+        if box is not None:
+            match = max(faces, key=lambda f: iou(f.box, box), default=None)
+            if match is not None and iou(match.box, box) >= FACE_BOX_MATCH_IOU:
+                return FaceTrack.from_face(match)
+            return FaceTrack.from_box(box)
+        if not faces:
+            raise NoFaceError("no face found in the image; pass input.face_box=[x0,y0,x1,y1] "
+                              "for stylised faces")
+        return FaceTrack.from_face(faces[0])
+
+    def render(self, frames: Iterable[np.ndarray], track: FaceTrack, audio: np.ndarray,
+               fps: float, write: Callable[[np.ndarray], None],
+               progress: Callable[[float], None] | None = None,
+               sample_rate: int = AUDIO_SAMPLE_RATE) -> RenderStats:
+        """Animate `frames` with the voice and hand each result to `write`, one at a time.
+
+        Args:
+            frames: RGB uint8 frames; at least round(seconds x fps) of them (use
+                `still_frames` / `video_frames`). They are never modified in place.
+            track: from `prepare`, or `FaceTrack(boxes, landmarks)` for a take.
+            audio: the voice, mono float32 at `sample_rate`.
+            fps: output frame rate.
+            write: called with each finished frame, in order (e.g. FrameWriter.write).
+            progress: called with the fraction done, about 100 times per render.
+        """
+        # 1. Check inputs and turn the voice into one openness value per frame.
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        started = time.perf_counter()
+        curve = openness_curve(audio, fps, sample_rate, self.options)
+        n = len(curve)
+        every = max(1, n // 100)
+        source = iter(frames)
+        mouth = _MouthWarp(self.options)
+        # 2. One frame at a time: warp the mouth, write, drop the frame.
+        for i in range(n):
+            frame = next(source, None)
+            if frame is None:
+                raise ValueError(f"the frame source ended after {i} of {n} frames")
+            write(mouth.apply(frame, track.mouth(i), float(curve[i])))
+            if progress is not None and (i + 1) % every == 0:
+                progress((i + 1) / n)
+        if progress is not None and n % every:
+            progress(1.0)
+        return RenderStats(
+            engine=self.engine, frames=n, fps=float(fps), seconds=n / fps,
+            mouth_source=track.source,
+            mean_openness=float(curve.mean()) if n else 0.0,
+            peak_openness=float(curve.max()) if n else 0.0,
+            render_s=time.perf_counter() - started)
+
+
+class _MouthWarp:
+    """Per-frame mouth opening; caches the displacement field while the geometry holds still."""
+
+    def __init__(self, options: MouthOptions):
+        self.options = options
+        self._key: tuple | None = None            # geometry + frame size the cache is for
+        self._roi: tuple[int, int, int, int] | None = None
+        self._xs = self._ys = self._u = self._v = self._weight = np.zeros((0, 0), np.float32)
+
+    def apply(self, frame: np.ndarray, geo: MouthGeometry, openness: float) -> np.ndarray:
+        if openness <= 0.0:
+            return frame                 # closed mouth: the source frame as it is
+        h, w = frame.shape[:2]
+        key = (round(geo.center[0], 2), round(geo.center[1], 2), round(geo.width, 2),
+               round(geo.down[0], 4), round(geo.down[1], 4), h, w)
+        if key != self._key:
+            self._build(geo, h, w)
+            self._key = key
+        if self._roi is None:
+            return frame
+        x0, y0, x1, y1 = self._roi
+        # 1. Pull the lower lip and jaw down: sample each pixel from above by the local shift.
+        drop = openness * self.options.max_jaw_drop * geo.width
+        map_x = self._xs - (drop * geo.down[0]) * self._weight
+        map_y = self._ys - (drop * geo.down[1]) * self._weight
+        patch = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # 2. Darken the gap that opened between the lips (a soft ellipse, drop tall).
+        half_w = 0.36 * geo.width * (0.85 + 0.15 * openness)
+        half_h = max(0.45 * drop, 0.5)         # leaves a band of lip above and below
+        r = np.sqrt((self._u / half_w) ** 2 + ((self._v - 0.5 * drop) / half_h) ** 2)
+        alpha = (np.clip((1.0 - r) / 0.3, 0.0, 1.0) * min(1.0, drop / 3.0))[..., None]
+        inner = np.asarray(self.options.inner_mouth_rgb, dtype=np.float32)
+        patch = patch.astype(np.float32) * (1.0 - 0.88 * alpha) + inner * (0.88 * alpha)
+        out = frame.copy()
+        out[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+    def _build(self, geo: MouthGeometry, h: int, w: int) -> None:
+        """Region of interest and displacement weight (0..1) in the mouth's own frame."""
+        W, (cx, cy), (dx, dy) = geo.width, geo.center, geo.down
+        ax, ay = dy, -dx                                   # along the lip line
+        # The field is zero outside |u| < 1.05 W and -0.1 W < v < 1.25 W; pad by the travel.
+        corners_u = np.array([-1.1, 1.1, -1.1, 1.1]) * W
+        corners_v = np.array([-0.2, -0.2, 1.3, 1.3]) * W
+        px = cx + corners_u * ax + corners_v * dx
+        py = cy + corners_u * ay + corners_v * dy
+        x0, x1 = int(max(0, np.floor(px.min()))), int(min(w, np.ceil(px.max()) + 1))
+        y0, y1 = int(max(0, np.floor(py.min()))), int(min(h, np.ceil(py.max()) + 1))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            self._roi = None
+            return
+        self._roi = (x0, y0, x1, y1)
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        u = (xs - cx) * ax + (ys - cy) * ay
+        v = (xs - cx) * dx + (ys - cy) * dy
+        # Vertically: nothing moves above the lip line; lip and chin move fully; fade to the neck.
+        vertical = _smoothstep(-0.04 * W, 0.08 * W, v) * (1.0 - _smoothstep(0.55 * W, 1.2 * W, v))
+        # Sideways: a smooth bump anchored near the mouth corners, wider at the jaw than the lip.
+        reach = 0.7 * W + 0.35 * W * np.clip(v / (0.6 * W), 0.0, 1.0)
+        sideways = np.clip(1.0 - (u / reach) ** 2, 0.0, 1.0) ** 2
+        self._xs, self._ys = xs, ys
+        self._u, self._v = u, v
+        self._weight = (vertical * sideways).astype(np.float32)
+
+
+def _smoothstep(a: float, b: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - a) / (b - a), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _mouth_from_landmarks(points: np.ndarray) -> MouthGeometry:
+    eyes = (points[0] + points[1]) / 2
+    left, right = points[3], points[4]
+    center = (left + right) / 2
+    width = float(np.linalg.norm(right - left))
+    along = (right - left) / max(width, 1e-6)
+    down = np.array([-along[1], along[0]])
+    if np.dot(down, center - eyes) < 0:                # point away from the eyes
+        down = -down
+    return MouthGeometry((float(center[0]), float(center[1])), max(width, 2.0),
+                         (float(down[0]), float(down[1])))
+
+
+def _mouth_from_box(box: np.ndarray) -> MouthGeometry:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return MouthGeometry(((x0 + x1) / 2, y0 + BOX_MOUTH_Y * (y1 - y0)),
+                         max(BOX_MOUTH_WIDTH * (x1 - x0), 2.0), (0.0, 1.0))
+
+
+def _check_face_box(face_box: Sequence[float], w: int, h: int) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in face_box)
+    except (TypeError, ValueError):
+        raise ValueError(f"face_box must be [x0, y0, x1, y1] in pixels, got {face_box!r}") from None
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"face_box needs x1 > x0 and y1 > y0, got {face_box!r}")
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise ValueError(f"face_box {face_box!r} lies outside the {w}x{h} image")
+    return (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))

@@ -1,0 +1,174 @@
+"""`make demo`: start the real Ray Serve app on 127.0.0.1 with the embedded CPU engines, run
+all three job types on the shipped samples over HTTP, check the outputs with ffprobe, and
+print where they are.
+
+    python -m serve_app.demo [--port 8000] [--keep-serving]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from serve_app.settings import REPO_ROOT
+
+SAMPLES = REPO_ROOT / "samples"
+DEMO_HOME = REPO_ROOT / "var" / "demo"
+ENDPOINT = "local"
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def jobs(run_tag: str) -> list[dict]:
+    portrait, voice = b64(SAMPLES / "portrait.png"), b64(SAMPLES / "voice.wav")
+    return [
+        {"job_type": "lipsync_only", "job_id": f"demo-lipsync-{run_tag}", "image": portrait,
+         "audio": voice, "quality": "fast"},
+        {"job_type": "video_render", "job_id": f"demo-render-{run_tag}", "image": portrait,
+         "audio": voice, "music_url": b64(SAMPLES / "music.wav"),
+         "sfx_tracks": [{"url": b64(SAMPLES / "click.wav"), "start_time": 1.0, "volume": 0.8}],
+         "captions": [{"text": "Hi! I'm your new persona.", "start": 0.3, "end": 2.5},
+                      {"text": "Rendered on a CPU, honestly labelled.", "start": 2.8, "end": 5.5}],
+         "format": {"width": 720, "height": 1280, "fps": 30}, "quality": "draft"},
+        {"job_type": "persona_build", "persona_id": f"demo-persona-{run_tag}",
+         "primary_image": portrait, "archetype": "friendly astronaut",
+         "takes_to_generate": [{"emotion": "happy", "angle": "front", "intensity": 0.5},
+                               {"emotion": "neutral", "angle": "closeup", "intensity": 0.3}]},
+    ]
+
+
+class PeakMemory(threading.Thread):
+    """Peak resident memory of this process and every child (the Ray cluster), sampled."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def run(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.5)
+
+    def stop(self):
+        self._stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--keep-serving", action="store_true", help="leave the service up at the end")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ["PF_HOME"] = str(DEMO_HOME)
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/pf-ray")
+    os.environ["PF_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{args.port}"
+    memory = PeakMemory()
+    memory.start()
+    t_start = time.monotonic()
+
+    import ray
+    from ray import serve
+
+    from media.ffmpeg import probe
+    from serve_app.app import build_app
+
+    # 1. A local Ray (isolated: never attach to another cluster on this machine) + the app.
+    print("starting Ray and the Serve app on 127.0.0.1 (embedded CPU engines)...", flush=True)
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False,
+             log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    serve.run(build_app({"profile": "local"}), name="personaforge", route_prefix="/")
+    base = f"http://127.0.0.1:{args.port}/v2/{ENDPOINT}"
+    print(f"up in {time.monotonic() - t_start:.1f}s: {base}", flush=True)
+
+    # 2. Submit: lipsync_only + persona_build + video_render, all at once.
+    tag = time.strftime("%H%M%S")
+    client = httpx.Client(timeout=120)
+    ids = []
+    for job in jobs(tag):
+        r = client.post(f"{base}/run", json={"input": job})
+        r.raise_for_status()
+        ids.append((job["job_type"], r.json()["id"]))
+        print(f"  submitted {job['job_type']:<14} id={ids[-1][1]}", flush=True)
+
+    # 3. Poll until every job is final, printing stage and progress.
+    first_done = None
+    final: dict[str, dict] = {}
+    while len(final) < len(ids):
+        time.sleep(1.0)
+        for job_type, job_id in ids:
+            if job_id in final:
+                continue
+            st = client.get(f"{base}/status/{job_id}").json()
+            if st["status"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+                final[job_id] = st
+                if st["status"] == "COMPLETED" and first_done is None:
+                    first_done = time.monotonic() - t_start
+                print(f"  {job_type:<14} {st['status']}", flush=True)
+            else:
+                print(f"  {job_type:<14} {st['status']:<11} {st.get('stage') or '':<22} "
+                      f"{100 * st.get('progress', 0):5.1f}%", flush=True)
+
+    # 4. Check the media and say where it is.
+    voice_s = probe(SAMPLES / "voice.wav").duration_s
+    store = DEMO_HOME / "store"
+    ok = True
+    print("\nresults:")
+    for job_type, job_id in ids:
+        st = final[job_id]
+        if st["status"] != "COMPLETED":
+            ok = False
+            print(f"  {job_type}: {st['status']}: {st.get('error')}")
+            continue
+        res = st["output"]
+        meta = res["metadata"]
+        print(f"  {job_type} ({res['duration_ms'] / 1000:.1f}s) engines={meta.get('engines')}")
+        urls = list(res["output"].values()) + [t["video_url"] for t in meta.get("base_takes", [])]
+        for url in urls:
+            key = url.split("/files/", 1)[1].split("?", 1)[0]
+            path = store / key
+            line = f"    {url}\n      -> {path}"
+            if path.suffix == ".mp4":
+                info = probe(path)
+                v = info.video
+                line += f"  [{v.width}x{v.height} {v.fps:g}fps {info.duration_s:.2f}s]"
+                if job_type != "persona_build" and abs(info.duration_s - voice_s) > 1 / v.fps + 1e-3:
+                    ok = False
+                    line += f"  DURATION MISMATCH vs voice {voice_s:.2f}s"
+            print(line)
+    memory.stop()
+    print(f"\ntime to first COMPLETED job from a cold start: {first_done or float('nan'):.1f}s")
+    print(f"peak memory (this process + Ray): {memory.peak / 2**30:.2f} GiB")
+    if args.keep_serving:
+        print("serving until Ctrl-C")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    serve.shutdown()
+    ray.shutdown()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

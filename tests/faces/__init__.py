@@ -1,0 +1,1 @@
+"""Tests of faces/ (MTCNN on the astronaut portrait; real weights from assets/mtcnn)."""

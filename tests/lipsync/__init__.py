@@ -1,0 +1,1 @@
+"""Tests of the embedded CPU lip-sync engine (lipsync/animator.py, lipsync/source.py) and samples/."""
