@@ -71,6 +71,29 @@ class PeakMemory(threading.Thread):
         self._stop.set()
 
 
+def poll(client: httpx.Client, base: str, ids: list, final: dict, t_start: float) -> float | None:
+    """Poll until every job in `ids` is final; returns the time the first one completed."""
+    first_done, shown = None, {}
+    while len(final) < len(ids):
+        time.sleep(1.0)
+        for job_type, job_id in ids:
+            if job_id in final:
+                continue
+            st = client.get(f"{base}/status/{job_id}").json()
+            if st["status"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+                final[job_id] = st
+                if st["status"] == "COMPLETED" and first_done is None:
+                    first_done = time.monotonic() - t_start
+                print(f"  {job_type:<14} {job_id:<28} {st['status']}", flush=True)
+                continue
+            line = (f"  {job_type:<14} {job_id:<28} {st['status']:<11} "
+                    f"{st.get('stage') or '':<20} {100 * st.get('progress', 0):3.0f}%")
+            if shown.get(job_id) != line:
+                shown[job_id] = line
+                print(line, flush=True)
+    return first_done
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8000)
@@ -103,32 +126,33 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Submit: lipsync_only + persona_build + video_render, all at once.
     tag = time.strftime("%H%M%S")
     client = httpx.Client(timeout=120)
-    ids = []
+    ids, asked = [], {}
     for job in jobs(tag):
         r = client.post(f"{base}/run", json={"input": job})
         r.raise_for_status()
         ids.append((job["job_type"], r.json()["id"]))
+        asked[ids[-1][1]] = job.get("format")
         print(f"  submitted {job['job_type']:<14} id={ids[-1][1]}", flush=True)
 
-    # 3. Poll until every job is final, printing stage and progress.
-    first_done = None
+    # 3. Poll until every job is final, printing stage and progress as they change.
     final: dict[str, dict] = {}
-    while len(final) < len(ids):
-        time.sleep(1.0)
-        for job_type, job_id in ids:
-            if job_id in final:
-                continue
-            st = client.get(f"{base}/status/{job_id}").json()
-            if st["status"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
-                final[job_id] = st
-                if st["status"] == "COMPLETED" and first_done is None:
-                    first_done = time.monotonic() - t_start
-                print(f"  {job_type:<14} {st['status']}", flush=True)
-            else:
-                print(f"  {job_type:<14} {st['status']:<11} {st.get('stage') or '':<22} "
-                      f"{100 * st.get('progress', 0):5.1f}%", flush=True)
+    first_done = poll(client, base, ids, final, t_start)
+    # 4. A render on the persona's first take: only the face is redone (no upscale).
+    persona = next(job_id for job_type, job_id in ids if job_type == "persona_build")
+    if final[persona]["status"] == "COMPLETED":
+        take_id = final[persona]["output"]["metadata"]["base_takes"][0]["id"]
+        job = {"job_type": "video_render", "job_id": f"demo-take-render-{tag}",
+               "persona_id": persona.removeprefix("persona_build_"), "take_id": take_id,
+               "audio": b64(SAMPLES / "voice.wav"), "quality": "draft",
+               "format": {"width": 720, "height": 1280, "fps": 25}}
+        r = client.post(f"{base}/run", json={"input": job})
+        r.raise_for_status()
+        ids.append(("video_render", r.json()["id"]))
+        asked[ids[-1][1]] = job["format"]
+        print(f"  submitted video_render   id={ids[-1][1]} (on persona take {take_id})", flush=True)
+        poll(client, base, ids, final, t_start)
 
-    # 4. Check the media and say where it is.
+    # 5. Check the media and say where it is.
     voice_s = probe(SAMPLES / "voice.wav").duration_s
     store = DEMO_HOME / "store"
     ok = True
@@ -154,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                 if job_type != "persona_build" and abs(info.duration_s - voice_s) > 1 / v.fps + 1e-3:
                     ok = False
                     line += f"  DURATION MISMATCH vs voice {voice_s:.2f}s"
+                fmt = asked.get(job_id)
+                if fmt and (v.width, v.height, round(v.fps, 3)) != (
+                        fmt["width"], fmt["height"], round(fmt["fps"], 3)):
+                    ok = False
+                    line += f"  FORMAT MISMATCH vs {fmt}"
             print(line)
     memory.stop()
     print(f"\ntime to first COMPLETED job from a cold start: {first_done or float('nan'):.1f}s")
