@@ -1,0 +1,268 @@
+"""The finisher: lip-synced frames + voice -> final.mp4 (mix, captions, encode) + thumbnail.
+
+Ray-free: the `Finisher` deployment calls `finish_video` and uploads what it wrote. Steps:
+  1. mix the audio in numpy (voice, music/ambience beds with ducking, SFX) and loudness-normalise
+     it (two-pass: measure, then gain + true-peak limit) -> one 48 kHz WAV;
+  2. write the captions as an ASS file (our escaping; libass renders RTL and emoji) + SRT;
+  3. ONE ffmpeg pass: fit the picture, output fps, hold the last frame to the voice's length,
+     burn the captions, convert to BT.709 4:2:0, encode x264 with the quality preset + AAC, and
+     hand back a few candidate frames (as published, before encoding) on stdout;
+  4. thumbnail.jpg from the best candidate; the output's loudness measured from the file itself.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from typing import Any, Callable
+
+import ffmpeg
+import numpy as np
+
+from media import captions as captions_mod
+from media import loudness, mix, picture, thumbnail
+from media.ffmpeg import MediaError, StreamInfo, probe, run
+from media.frames import save_image
+from media.presets import EncodePreset, encode_preset
+
+AUDIO_BITRATE = "192k"
+THUMBNAIL_JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class CaptionStyle:
+    font_size: int = 48            # px on a 1080-wide frame; scaled with the output width
+    color: str = "white"           # fill: CSS name or #RRGGBB[AA]
+    stroke_color: str = "black"    # outline colour, same forms
+    stroke_width: float = 2        # outline px on a 1080-wide frame
+    position_y: float = 0.75       # bottom of the caption block, as a fraction of frame height
+
+
+@dataclass(frozen=True)
+class Ducking:
+    base_volume: float = 0.15      # music/ambience gain under speech (linear; 0.15 = -16.5 dB)
+    attack_ms: float = 50          # time to reach the ducked level once speech starts
+    release_ms: float = 300        # time to come back up once speech (and hold) ends
+    hold_ms: float = 100           # stay down this long after speech stops (bridges word gaps)
+
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    start: float                   # seconds
+    end: float
+
+
+@dataclass(frozen=True)
+class SfxTrack:
+    path: str
+    start_time: float              # seconds from the start of the voice
+    volume: float = 1.0
+
+
+@dataclass(frozen=True)
+class FinishOptions:
+    width: int | None = None       # None = keep the source frame size
+    height: int | None = None
+    fps: float = 30
+    quality: str = "standard"      # draft | standard | premium | cinematic (or fast | high)
+    music_path: str | None = None
+    music_volume: float = 1.0
+    ambience_path: str | None = None
+    ambience_volume: float = 1.0
+    sfx: tuple[SfxTrack, ...] = ()
+    captions: tuple[Caption, ...] = ()
+    caption_style: CaptionStyle = CaptionStyle()
+    ducking: Ducking = Ducking()
+    normalize_loudness: bool = True    # -14 LUFS integrated, true peak <= -1 dBTP, two-pass
+    write_srt: bool = True
+    threads: int = 0                   # x264/ffmpeg threads; 0 = ffmpeg decides
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FinishOptions":
+        """Build from plain JSON-like dicts (what the job request carries); unknown keys raise."""
+        data = dict(data)
+        nested = {
+            "caption_style": lambda v: CaptionStyle(**v) if isinstance(v, dict) else v,
+            "ducking": lambda v: Ducking(**v) if isinstance(v, dict) else v,
+            "captions": lambda v: tuple(Caption(**c) if isinstance(c, dict) else c for c in v),
+            "sfx": lambda v: tuple(SfxTrack(**s) if isinstance(s, dict) else s for s in v),
+        }
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown finish options: {', '.join(sorted(unknown))}")
+        for key, build in nested.items():
+            if data.get(key) is not None:
+                data[key] = build(data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    video_path: str
+    thumbnail_path: str
+    srt_path: str | None
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    quality: str
+    crf: int
+    x264_preset: str
+    loudness_lufs: float | None     # measured on final.mp4's decoded audio
+    true_peak_dbtp: float | None
+    seconds: dict[str, float] = field(default_factory=dict)   # time per step
+
+
+def _validate(opts: FinishOptions) -> None:
+    picture.fps_fraction(opts.fps)
+    encode_preset(opts.quality)
+    for name in ("music_volume", "ambience_volume"):
+        if getattr(opts, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(opts, name)}")
+    for s in opts.sfx:
+        if s.start_time < 0 or s.volume < 0:
+            raise ValueError(f"sfx {os.path.basename(s.path)!r}: start_time and volume must "
+                             f"be >= 0, got {s.start_time}, {s.volume}")
+    d = opts.ducking
+    if not 0 <= d.base_volume <= 1 or d.attack_ms < 0 or d.release_ms < 0 or d.hold_ms < 0:
+        raise ValueError(f"ducking needs 0 <= base_volume <= 1 and non-negative times, got {d}")
+    for c in opts.captions:
+        if not (0 <= c.start < c.end):
+            raise ValueError(f"caption {c.text[:30]!r}: needs 0 <= start < end, got "
+                             f"[{c.start}, {c.end}]")
+    style = opts.caption_style
+    if not 0.0 < style.position_y <= 1.0:
+        raise ValueError(f"caption_style.position_y must be in (0, 1], got {style.position_y}")
+    if style.font_size <= 0 or style.stroke_width < 0:
+        raise ValueError(f"caption_style needs font_size > 0 and stroke_width >= 0, got {style}")
+    captions_mod.ass_colour(style.color)
+    captions_mod.ass_colour(style.stroke_color)
+
+
+def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOptions, *,
+                 progress: Callable[[float], None] | None = None) -> FinishResult:
+    """Mix, caption and encode `frames_path` (silent video) with `voice_path` into `out_dir`.
+
+    Writes out_dir/final.mp4 (H.264 yuv420p BT.709, AAC, +faststart), out_dir/thumbnail.jpg at
+    the output size and out_dir/final.srt when there are captions. The video lasts as long as
+    the voice (+- one frame): the last frame is held, or the frames are cut.
+    """
+    report = progress or (lambda _: None)
+    seconds: dict[str, float] = {}
+    # 1. Check inputs before spending any time.
+    _validate(opts)
+    preset = encode_preset(opts.quality)
+    src_info = probe(frames_path)
+    src = src_info.video
+    if src is None or not src.width:
+        raise MediaError(f"no video stream in {os.path.basename(frames_path)}")
+    raw_video = next(s for s in src_info.raw["streams"] if s.get("codec_type") == "video")
+    src_bt709 = picture.is_bt709(raw_video.get("color_space"))
+    out_w, out_h = picture.output_size(src.width, src.height, opts.width, opts.height)
+    fps = picture.fps_fraction(opts.fps)
+    os.makedirs(out_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="finish_")
+    try:
+        # 2. Audio: mix + ducking + loudness, in numpy; the voice sets the duration.
+        t0 = time.perf_counter()
+        mixed = mix.build_mix(voice_path, mix.MixSpec.from_options(opts))
+        if opts.normalize_loudness:
+            mixed = loudness.normalize(mixed, mix.MIX_SAMPLE_RATE).samples
+        else:   # level untouched, but never clipped
+            mixed = loudness.peak_limit(mixed, mix.MIX_SAMPLE_RATE, true_peak_dbtp_max=0.0)
+        mix_path = os.path.join(work, "mix.wav")
+        mix.write_mix(mix_path, mixed)
+        duration_s = len(mixed) / mix.MIX_SAMPLE_RATE
+        seconds["mix"] = time.perf_counter() - t0
+        report(0.25)
+
+        # 3. Captions file (+ SRT sidecar next to the video).
+        t0 = time.perf_counter()
+        ass_path = srt_path = None
+        if opts.captions:
+            ass_path = os.path.join(work, "captions.ass")
+            captions_mod.write_ass(ass_path, opts.captions, opts.caption_style, out_w, out_h,
+                                   float(fps))
+            if opts.write_srt:
+                srt_path = os.path.join(out_dir, "final.srt")
+                captions_mod.write_srt(srt_path, opts.captions)
+        seconds["captions"] = time.perf_counter() - t0
+        report(0.3)
+
+        # 4. One ffmpeg pass: picture + captions + encode + thumbnail candidates.
+        t0 = time.perf_counter()
+        video_path = os.path.join(out_dir, "final.mp4")
+        n_frames = max(1, int(np.ceil(duration_s * float(fps) - 1e-6)))
+        picks = thumbnail.candidate_frames(n_frames)
+        raw = run(_encode_args(frames_path, mix_path, video_path, ass_path, src, src_bt709,
+                               out_w, out_h, fps, duration_s, preset, opts.threads, picks),
+                  what="finishing video")
+        seconds["encode"] = time.perf_counter() - t0
+        report(0.9)
+
+        # 5. Thumbnail from the best candidate frame.
+        t0 = time.perf_counter()
+        frame_bytes = out_w * out_h * 3
+        cands = [np.frombuffer(raw[i:i + frame_bytes], np.uint8).reshape(out_h, out_w, 3)
+                 for i in range(0, len(raw) - frame_bytes + 1, frame_bytes)]
+        if not cands:
+            raise MediaError("finishing video: ffmpeg returned no thumbnail candidates")
+        thumb_path = os.path.join(out_dir, "thumbnail.jpg")
+        save_image(thumb_path, cands[thumbnail.pick_thumbnail(cands)],
+                   quality=THUMBNAIL_JPEG_QUALITY)
+        seconds["thumbnail"] = time.perf_counter() - t0
+
+        # 6. Measure what we shipped, from the file itself.
+        lufs = peak = None
+        if opts.normalize_loudness:
+            t0 = time.perf_counter()
+            measured = loudness.measure_file(video_path)
+            lufs, peak = measured.integrated_lufs, measured.true_peak_dbtp
+            seconds["measure"] = time.perf_counter() - t0
+        report(1.0)
+        return FinishResult(
+            video_path=video_path, thumbnail_path=thumb_path, srt_path=srt_path,
+            duration_s=probe(video_path).duration_s, width=out_w, height=out_h,
+            fps=float(fps), quality=preset.name, crf=preset.crf, x264_preset=preset.x264_preset,
+            loudness_lufs=None if lufs is None else float(lufs),
+            true_peak_dbtp=None if peak is None else float(peak), seconds=seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _encode_args(frames_path: str, mix_path: str, video_path: str, ass_path: str | None,
+                 src: StreamInfo, src_bt709: bool, out_w: int, out_h: int, fps: Fraction,
+                 duration_s: float, preset: EncodePreset, threads: int,
+                 picks: list[int]) -> list[str]:
+    """The ffmpeg argv (without the binary) of the single finish pass."""
+    video = ffmpeg.input(frames_path).video
+    audio = ffmpeg.input(mix_path).audio
+    fitted = picture.fit_picture(video, src.width, src.height, out_w, out_h)
+    # Hold the last frame long enough to cover the voice (plus slack for rounding); -t cuts.
+    hold_s = max(0.0, duration_s - src.duration_s) + 2.0 / float(fps)
+    timed = picture.timed_picture(fitted, fps, hold_s)
+    if ass_path is not None:
+        # Keyword options only: ffmpeg-python escapes positional filter arguments twice, which
+        # breaks paths holding ' or : (keyword values are escaped once per level, correctly).
+        timed = timed.filter("subtitles", filename=ass_path, fontsdir=captions_mod.FONTS_DIR)
+    # Split only after the last filter that writes into frames: a split earlier would make the
+    # caption burn-in copy every frame (shared buffers are not writable).
+    split = picture.to_delivery(timed, src_bt709).filter_multi_output("split", 2)
+    final = ffmpeg.output(
+        split[0], audio, video_path,
+        t=f"{duration_s:.6f}",
+        vcodec="libx264", crf=preset.crf, preset=preset.x264_preset, pix_fmt="yuv420p",
+        color_primaries="bt709", color_trc="bt709", colorspace="bt709", color_range="tv",
+        acodec="aac", audio_bitrate=AUDIO_BITRATE, ar=mix.MIX_SAMPLE_RATE,
+        movflags="+faststart", threads=threads)
+    # Thumbnail candidates (frames as published, pre-encode) ride along on stdout: no decode.
+    select = "+".join(f"eq(n,{n})" for n in picks)
+    thumbs = ffmpeg.output(
+        picture.rgb_for_stills(split[1].filter("select", select)), "pipe:",
+        format="rawvideo", fps_mode="passthrough", frames=len(picks))
+    return ffmpeg.merge_outputs(final, thumbs).compile(cmd="ffmpeg")[1:]
