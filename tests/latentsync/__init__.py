@@ -1,0 +1,1 @@
+"""Tests of lipsync/latentsync (tiny configs, CPU, goldens from tests/fixtures/latentsync)."""
