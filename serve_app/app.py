@@ -25,7 +25,6 @@ from serve_app.service import StudioService
 from serve_app.settings import Settings
 
 log = logging.getLogger("ray.serve")
-api = build_api()
 
 # Resource profiles. "production" = the decorators' values (0.5 / 0.25 / 0.25 GPU);
 # "local" = CPU-only laptops: no GPU requests (a GPU request on a GPU-less node would pend
@@ -41,12 +40,9 @@ class AppArgs(BaseModel):
     settings: dict = Field(default_factory=dict, description="Settings overrides (else env)")
 
 
-@serve.deployment(name="Studio", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=200,
-                  graceful_shutdown_timeout_s=60,
-                  autoscaling_config=dict(min_replicas=1, max_replicas=10,
-                                          target_ongoing_requests=50))
-@serve.ingress(api)
-class Studio:
+class StudioIngress:
+    """The ingress replica: hosts a StudioService behind the FastAPI routes (serve_app/api.py)."""
+
     def __init__(self, lipsync, face_restore, upscale, finisher, settings_overrides: dict):
         settings = Settings.from_env(**settings_overrides)
         handles = {"lipsync": lipsync, "face_restore": face_restore, "upscale": upscale,
@@ -58,7 +54,8 @@ class Studio:
         signer = LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
         self.service = StudioService(settings, call, signer=signer)
         self._handles = handles
-        bind_service(api, self.service)
+        # process-wide, not on the app object: Serve pickles that object for every replica
+        bind_service(None, self.service)
         log.info("Studio up: %s", settings.public_view())
 
     # Handle methods (for other Serve apps and local-testing-mode composition tests): the same
@@ -87,6 +84,22 @@ class Studio:
                     return
 
 
+def studio_deployment():
+    """The Studio deployment over a FRESH FastAPI app: an app object that has served requests
+    holds running tasks and cannot be pickled for a new deployment."""
+    api = build_api()
+
+    @serve.deployment(name="Studio", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=200,
+                      graceful_shutdown_timeout_s=60,
+                      autoscaling_config=dict(min_replicas=1, max_replicas=10,
+                                              target_ongoing_requests=50))
+    @serve.ingress(api)
+    class Studio(StudioIngress):
+        pass
+
+    return Studio
+
+
 def build_app(args: dict | AppArgs | None = None):
     """Application builder: `serve_app.app:build_app` in serve_config.yaml."""
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
@@ -97,7 +110,7 @@ def build_app(args: dict | AppArgs | None = None):
     for name, dep in stages.items():
         dep = _profiled(dep, name, args.profile)
         bound[name] = dep.bind(overrides)
-    studio = _profiled(Studio, "Studio", args.profile)
+    studio = _profiled(studio_deployment(), "Studio", args.profile)
     return studio.bind(bound["LipSync"], bound["FaceRestore"], bound["Upscale"],
                        bound["Finisher"], overrides)
 

@@ -61,6 +61,7 @@ class UpscaleResult(BaseModel):
     image_key: str
     width: int
     height: int
+    scale: float = 1.0                     # output width / input width (face_box follows it)
     engine: str
     runs: int = 1
     seconds: float

@@ -77,9 +77,12 @@ class LipSyncStage:
                                              progress=progress)
             key = f"jobs/{req.job_id}/work/lipsync.mp4"
             self.storage.put_file(key, out)
+        # 4. The face geometry of the rendered frames, so face restore never detects again.
+        faces_key = f"jobs/{req.job_id}/work/faces.npz"
+        self.storage.put_bytes(faces_key, _track_bytes(track))
         return LipSyncResult(
             frames=FramesRef(key=key, width=w, height=h, fps=req.fps, n_frames=stats.frames),
-            engine=self.engine, model=None,
+            faces_key=faces_key, engine=self.engine, model=None,
             settings={"mouth_source": stats.mouth_source, "fps": req.fps,
                       "mean_openness": round(stats.mean_openness, 4)},
             seconds=round(time.monotonic() - t0, 3))
@@ -132,18 +135,25 @@ class LipSyncStage:
                 raise StageError("BAD_TAKE_SPEC", str(e)) from None
             key = f"jobs/{req.job_id}/work/take_{req.index}.mp4"
             self.storage.put_file(key, out)
-            buf = io.BytesIO()
-            arrays = {"boxes": info.face_boxes}
-            if info.landmarks is not None:
-                arrays["landmarks"] = info.landmarks
-            np.savez(buf, **arrays)
             tkey = track_key(req.persona_id, req.index)
-            self.storage.put_bytes(tkey, buf.getvalue())
+            self.storage.put_bytes(tkey, _track_bytes(FaceTrack(
+                info.face_boxes, info.landmarks,
+                "landmarks" if info.landmarks is not None else "face_box")))
         return TakeResult(
             frames=FramesRef(key=key, width=info.width, height=info.height, fps=info.fps,
                              n_frames=info.frames),
             track_key=tkey, engine=info.engine,
             seconds=round(time.monotonic() - t0, 3))
+
+
+def _track_bytes(track: FaceTrack) -> bytes:
+    """A face track as .npz: boxes (m, 4) and, when known, landmarks (m, 5, 2)."""
+    buf = io.BytesIO()
+    arrays = {"boxes": track.boxes}
+    if track.landmarks is not None:
+        arrays["landmarks"] = track.landmarks
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 def _even(image: np.ndarray) -> np.ndarray:

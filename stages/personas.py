@@ -14,6 +14,11 @@ TAKE_FRAME_BOX = (1080, 1920)  # takes are framed for the 9:16 format most rende
 TAKE_SECONDS = 5.0
 
 
+def scale_box(box: list[float] | None, scale: float) -> list[float] | None:
+    """A client face_box (input-image pixels) in the pixels of the upscaled image."""
+    return None if box is None else [v * scale for v in box]
+
+
 def take_key(persona_id: str, index: int) -> str:
     return f"personas/{check_id(persona_id, 'persona_id')}/takes/take_{int(index)}.mp4"
 

@@ -1,11 +1,11 @@
-"""Upscale stage: the still image is upscaled ONCE to fit the output format (never per frame).
-With Real-ESRGAN weights: the model; without: Lanczos resampling (labelled as such)."""
+"""Upscale stage: a still image is upscaled ONCE to fit the output format (never per frame);
+persona takes are built from an image upscaled once per persona. With Real-ESRGAN weights on
+the models volume: the model (x2 when the format needs at most 2x, else x4); without: Lanczos
+resampling, labelled as such."""
 from __future__ import annotations
 
+import logging
 import time
-
-import numpy as np
-from PIL import Image
 
 from media.frames import load_image, save_image
 from serve_app.settings import Settings
@@ -13,7 +13,11 @@ from serve_app.storage import Storage, open_storage
 from stages.contracts import UpscaleRequest, UpscaleResult
 from stages.workspace import scratch
 
+log = logging.getLogger("personaforge.upscale")
+
 LANCZOS = "lanczos-resample (no Real-ESRGAN weights on the models volume)"
+GPU_SHARE = 0.25  # this deployment's GPU fraction: its memory cap too
+X4_PREFERENCE = ("RealESRGAN_x4plus", "realesr-general-x4v3")
 
 
 def fit_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
@@ -25,13 +29,37 @@ def fit_size(width: int, height: int, max_width: int, max_height: int) -> tuple[
 
 
 class UpscaleStage:
-    def __init__(self, settings: Settings, storage: Storage | None = None):
+    def __init__(self, settings: Settings, storage: Storage | None = None, models: dict | None = None):
         self.settings = settings
         self.storage = storage or open_storage(settings)
-        self.engine = LANCZOS
+        # {"x2": Upscaler | None, "x4": Upscaler | None, "resample": Upscaler}
+        self.models = models if models is not None else self._load()
+        best = self.models.get("x4") or self.models.get("x2")
+        self.engine = best.engine if best is not None else LANCZOS
+        log.info("Upscale engine: %s", self.engine)
+
+    def _load(self) -> dict:
+        from enhance.registry import load_upscaler, resample_upscaler
+        from enhance.upscale import UpscaleOptions
+
+        device = None if self.settings.device == "auto" else self.settings.device
+        folder = self.settings.models_dir / "realesrgan"
+        opts = UpscaleOptions(memory_fraction=GPU_SHARE)
+        x4 = next((m for name in X4_PREFERENCE
+                   if (m := load_upscaler(folder, name, device, opts)) is not None), None)
+        x2 = load_upscaler(folder, "RealESRGAN_x2plus", device, opts)
+        return {"x4": x4, "x2": x2, "resample": resample_upscaler()}
 
     def describe(self) -> dict:
         return {"engine": self.engine}
+
+    def pick(self, factor: float):
+        """The model for an enlargement by `factor`: none needed when shrinking."""
+        if factor <= 1.0:
+            return self.models["resample"]
+        if factor <= 2.0 and self.models.get("x2") is not None:
+            return self.models["x2"]
+        return self.models.get("x4") or self.models.get("x2") or self.models["resample"]
 
     def run(self, req: UpscaleRequest) -> UpscaleResult:
         t0 = time.monotonic()
@@ -39,12 +67,12 @@ class UpscaleStage:
             image = load_image(self.storage.get_file(req.image_key, tmp))
             h, w = image.shape[:2]
             tw, th = fit_size(w, h, req.max_width, req.max_height)
-            out = self._resize(image, tw, th)
+            model = self.pick(tw / w)
+            out = model.upscale_to(image, tw, th)
             path = tmp / "upscaled.png"
             save_image(path, out)
             self.storage.put_file(req.out_key, path)
-        return UpscaleResult(image_key=req.out_key, width=tw, height=th, engine=self.engine,
+        engine = model.engine if model is not self.models["resample"] else (
+            LANCZOS if self.engine == LANCZOS else "lanczos-resample (downscale: no model needed)")
+        return UpscaleResult(image_key=req.out_key, width=tw, height=th, scale=tw / w, engine=engine,
                              runs=1, seconds=round(time.monotonic() - t0, 3))
-
-    def _resize(self, image: np.ndarray, width: int, height: int) -> np.ndarray:
-        return np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))

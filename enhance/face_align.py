@@ -1,0 +1,43 @@
+"""Face crops for GFPGAN from landmarks the lip-sync stage already found (no second detection).
+
+GFPGAN was trained on FFHQ-aligned 512x512 faces: a similarity transform puts the five points
+(eyes, nose tip, mouth corners) on the FFHQ template. These template coordinates are the
+published constants of that alignment (facts, not code).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from lipsync.latentsync.align import fit_similarity_lstsq
+
+CROP = 512
+# left eye, right eye, nose tip, mouth left, mouth right at 512x512
+FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.19360],
+                              [256.63416, 314.01935], [201.26117, 371.41043],
+                              [313.08905, 371.15118]], dtype=np.float64)
+# five points from a face box's proportions (for a client face_box without landmarks)
+_BOX_POINTS = np.array([[0.32, 0.40], [0.68, 0.40], [0.50, 0.58], [0.36, 0.76], [0.64, 0.76]])
+
+
+def landmarks_from_box(box) -> np.ndarray:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([x0, y0]) + _BOX_POINTS * np.array([x1 - x0, y1 - y0])
+
+
+def frame_to_crop(landmarks: np.ndarray, size: int = CROP) -> np.ndarray:
+    """(2, 3) similarity taking frame pixels to the aligned `size` crop."""
+    template = FFHQ_TEMPLATE_512 * (size / 512.0)
+    return fit_similarity_lstsq(np.asarray(landmarks, np.float64).reshape(5, 2), template)
+
+
+def crop_faces(frames: np.ndarray, to_crop: np.ndarray, size: int = CROP) -> np.ndarray:
+    """(N, size, size, 3) aligned crops of (N, H, W, 3) frames with per-frame (N, 2, 3) matrices."""
+    return np.stack([cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT101)
+                     for f, m in zip(frames, to_crop)])
+
+
+def invert(to_crop: np.ndarray) -> np.ndarray:
+    """Crop->frame matrices (what enhance.restore.paste_back takes) from frame->crop ones."""
+    return np.stack([cv2.invertAffineTransform(m) for m in np.asarray(to_crop, np.float64)])

@@ -1,0 +1,159 @@
+"""FaceRestorer: GFPGAN on aligned face crops (no detection here), and paste-back into frames.
+
+The lip-sync stage already aligned every face to a 512x512 crop and knows each crop's affine
+matrix into its frame, so this stage only restores those crops (batched) and blends them back
+with a feathered mask. See enhance/temporal.py for the flicker counter-measures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from enhance.device import memory_budget, module_bytes, pick_dtype, resolve_device, to_memory_format
+from enhance.gfpgan import GFPGANv1Clean
+from enhance.temporal import ResidualStabilizer
+
+MAX_BATCH = 32
+# Peak activation bytes per output pixel per top-resolution decoder channel, at 2-byte precision.
+# GFPGAN v1.4 at 512 px gives 0.375 GiB/face; measured on an H100 (bench/restore_upscale.py,
+# fp16): 11.7 GiB peak at batch 32 including the weights.
+FACE_BYTES_PER_PX_CH = 24.0
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    precision: str | None = None  # "fp16" | "bf16" | "fp32"; None: fp16 on GPU, fp32 on CPU
+    memory_fraction: float | None = None  # per-process GPU memory cap; the batch is sized from it
+    batch_size: int | None = None  # faces per forward; None: from the memory budget (<= 32)
+    # Official GFPGANer draws fresh decoder noise per call, one source of flicker; we use the
+    # noise maps stored with the weights unless asked otherwise.
+    randomize_noise: bool = False
+    channels_last: bool = True  # NHWC on CUDA: cuDNN's tensor-core convs prefer it (ignored on CPU)
+
+
+def _check_crops(crops: np.ndarray, size: int) -> None:
+    if (not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.ndim != 4
+            or crops.shape[1:] != (size, size, 3)):
+        raise ValueError(f"expected uint8 crops of shape (N, {size}, {size}, 3), got "
+                         f"{getattr(crops, 'dtype', type(crops))} {getattr(crops, 'shape', '')}")
+
+
+class FaceRestorer:
+    """Restore aligned face crops with a GFPGANv1Clean generator (weights already loaded).
+
+    Args:
+        net: the generator; its `out_size` is the crop size it takes (512 for v1.4).
+        engine: what runs, for job metadata (e.g. "gfpgan-v1.4 (torch)").
+        device: torch device; None picks CUDA when available.
+        options: precision, memory cap, batch size.
+    """
+
+    def __init__(self, net: GFPGANv1Clean, engine: str, device: str | torch.device | None = None,
+                 options: RestoreOptions = RestoreOptions()) -> None:
+        self.engine = engine
+        self.device = resolve_device(device)
+        self.dtype = pick_dtype(self.device, options.precision)
+        self.memory_format = (torch.channels_last if options.channels_last and self.device.type == "cuda"
+                              else torch.contiguous_format)
+        self.net = to_memory_format(net.eval().requires_grad_(False).to(self.device, self.dtype), self.memory_format)
+        self.size = net.out_size
+        self.randomize_noise = options.randomize_noise
+        # Always taken: it also applies the per-process memory cap when one is given.
+        budget = memory_budget(self.device, options.memory_fraction, module_bytes(self.net))
+        self.batch_size = options.batch_size or int(max(1, min(MAX_BATCH, budget // self.bytes_per_face())))
+
+    def bytes_per_face(self) -> float:
+        """Estimated peak activation bytes of one face in a forward."""
+        top_channels = self.net.stylegan_decoder.to_rgbs[-1].modulated_conv.modulation.out_features
+        return self.size * self.size * top_channels * FACE_BYTES_PER_PX_CH * self.dtype.itemsize / 2
+
+    def __repr__(self) -> str:
+        return f"FaceRestorer({self.engine!r}, {self.size}px, {self.device}, {self.dtype}, batch={self.batch_size})"
+
+    @torch.inference_mode()
+    def restore(self, crops: np.ndarray, weight: float = 1.0,
+                stabilizer: ResidualStabilizer | None = None) -> np.ndarray:
+        """Restore (N, S, S, 3) uint8 RGB crops; returns the same shape.
+
+        `weight` in [0, 1] blends restored over input (1 = fully restored; 0.5..1.0 is the useful
+        range). Pass a `ResidualStabilizer` when the crops are consecutive frames of one face
+        track (in order); it keeps state across calls so a clip can be fed batch by batch.
+        """
+        # 1. Check inputs.
+        _check_crops(crops, self.size)
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        out = np.empty_like(crops)
+        for start in range(0, len(crops), self.batch_size):
+            # 2. Pixels -> [-1, 1] RGB tensors on the device.
+            x = torch.from_numpy(crops[start:start + self.batch_size]).to(self.device)
+            x = x.permute(0, 3, 1, 2).float()  # 0..255
+            # 3. Restore; residual in pixel units.
+            faces = (x / 127.5 - 1).to(self.dtype).contiguous(memory_format=self.memory_format)
+            y = self.net(faces, self.randomize_noise).float().clamp(-1, 1)
+            residual = (y + 1) * 127.5 - x
+            # 4. Temporal hold of the residual, restore-strength blend, back to uint8.
+            if stabilizer is not None:
+                residual = stabilizer(x, residual)
+            y = (x + weight * residual).round().clamp(0, 255).to(torch.uint8)
+            out[start:start + len(y)] = y.permute(0, 2, 3, 1).cpu().numpy()
+        return out
+
+
+def feather_mask(height: int, width: int, feather: float) -> np.ndarray:
+    """(height, width) float32 mask: 1 inside, smooth ramp to 0 over `feather` px at the edges."""
+    def ramp(n: int) -> np.ndarray:
+        if feather <= 0:
+            return np.ones(n, np.float32)
+        d = np.clip(np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5) / feather, 0, 1)
+        return d * d * (3 - 2 * d)  # smoothstep: no visible kink where the ramp ends
+
+    return np.outer(ramp(height), ramp(width)).astype(np.float32)
+
+
+def paste_back(frames: np.ndarray, restored_crops: np.ndarray, affines: np.ndarray,
+               feather_px: float = 16.0) -> np.ndarray:
+    """Blend restored crops into their frames; returns new frames.
+
+    Args:
+        frames: (N, H, W, 3) uint8 RGB.
+        restored_crops: (N, S, S, 3) uint8 RGB.
+        affines: (N, 2, 3) crop->frame matrices (frame_xy = A @ [crop_x, crop_y, 1]).
+        feather_px: width of the soft edge, in frame pixels.
+    """
+    import cv2  # only paste-back needs OpenCV
+
+    # 1. Check inputs.
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    if restored_crops.ndim != 4 or restored_crops.shape[0] != frames.shape[0]:
+        raise ValueError(f"need one crop per frame: {restored_crops.shape[0]} crops, {frames.shape[0]} frames")
+    affines = np.asarray(affines, dtype=np.float64)
+    if affines.shape != (frames.shape[0], 2, 3):
+        raise ValueError(f"affines must be (N, 2, 3) crop->frame matrices, got {affines.shape}")
+    out = frames.copy()
+    height, width = frames.shape[1:3]
+    ch, cw = restored_crops.shape[1:3]
+    corners = np.array([[0, 0, 1], [cw, 0, 1], [0, ch, 1], [cw, ch, 1]], np.float64).T
+    for i, (crop, matrix) in enumerate(zip(restored_crops, affines)):
+        # 2. Frame-space bounding box of the crop: warp only that region.
+        pts = matrix @ corners
+        x0, y0 = max(int(np.floor(pts[0].min())), 0), max(int(np.floor(pts[1].min())), 0)
+        x1, y1 = min(int(np.ceil(pts[0].max())), width), min(int(np.ceil(pts[1].max())), height)
+        if x1 <= x0 or y1 <= y0:
+            continue  # crop entirely outside the frame
+        shifted = matrix.copy()
+        shifted[:, 2] -= (x0, y0)
+        # 3. Feather in crop pixels so it spans `feather_px` frame pixels whatever the scale.
+        scale = np.sqrt(abs(np.linalg.det(matrix[:, :2]))) or 1.0
+        mask = feather_mask(ch, cw, feather_px / scale)
+        size = (x1 - x0, y1 - y0)
+        face = cv2.warpAffine(crop, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(mask, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        # 4. Blend.
+        roi = out[i, y0:y1, x0:x1].astype(np.float32)
+        a = alpha[..., None]
+        out[i, y0:y1, x0:x1] = np.clip(roi + a * (face.astype(np.float32) - roi) + 0.5, 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,110 @@
+"""Upscaler: tiled == untiled, exact sizes, Lanczos engine, dtype and memory-derived tiling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from enhance.device import CPU_BUDGET_BYTES, pick_dtype
+from enhance.ncnn_convert import load_ncnn_model
+from enhance.upscale import LANCZOS_ENGINE, UpscaleOptions, Upscaler, axis_tiles, resize_lanczos
+from tests.enhance.helpers import golden_model, portrait_patch
+
+
+def max_level_diff(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+@pytest.mark.parametrize("length, tile, overlap, context, multiple", [
+    (100, 40, 16, 8, 1), (117, 32, 8, 0, 1), (64, 64, 16, 8, 1), (130, 48, 16, 16, 2), (300, 96, 16, 32, 4)])
+def test_axis_tiles_cover_every_pixel_with_equal_windows(length, tile, overlap, context, multiple):
+    tiles = axis_tiles(length, tile, overlap, context, multiple)
+    covered = np.zeros(length, int)
+    for t in tiles:
+        covered[t.keep0:t.keep1] += 1
+        assert t.in0 <= t.keep0 < t.keep1 <= t.in1 <= length
+        assert t.keep0 % multiple == 0 and t.in0 % multiple == 0
+    assert covered.min() >= 1
+    assert len({t.in1 - t.in0 for t in tiles}) == 1  # equal windows: tiles can share a batch
+    for a, b in zip(tiles, tiles[1:]):
+        assert a.keep1 - b.keep0 >= overlap and a.ramp_hi == b.ramp_lo == a.keep1 - b.keep0
+
+
+@pytest.mark.parametrize("name", ["rrdbnet", "rrdbnet_x2"])
+def test_tiled_equals_untiled_tiny_official_weights(name):
+    image = portrait_patch(60, 150, 96)
+    net = golden_model(name)
+    whole = Upscaler(net, name, "cpu", UpscaleOptions(tile=0)).upscale(image)
+    tiled_upscaler = Upscaler(net, name, "cpu", UpscaleOptions(tile=40, overlap=16, context=8, tile_batch=3))
+    tiled = tiled_upscaler.upscale(image)
+    assert whole.shape == tiled.shape == (96 * net.scale, 96 * net.scale, 3)
+    assert max_level_diff(whole, tiled) <= 1
+    # the split really happened: 96 + 2*10 border px in 40 px tiles -> 5 x 5 tiles
+    assert len(axis_tiles(116, tiled_upscaler.tile, 16, 8, net.size_multiple)) == 5
+
+
+def test_tiled_equals_untiled_real_weights():
+    image = portrait_patch(60, 150, 96)
+    net = load_ncnn_model("realesr-animevideov3-x4")  # official weights (ncnn package)
+    whole = Upscaler(net, "x4", "cpu", UpscaleOptions(tile=0)).upscale(image)
+    tiled = Upscaler(net, "x4", "cpu", UpscaleOptions(tile=48, overlap=16)).upscale(image)
+    assert max_level_diff(whole, tiled) <= 1
+    # without context or cross-fading the seams show: the test can tell
+    seamy = Upscaler(net, "x4", "cpu", UpscaleOptions(tile=48, overlap=0, context=0)).upscale(image)
+    assert max_level_diff(whole, seamy) > 1
+
+
+def test_upscale_to_runs_model_once_then_resamples_to_exact_size():
+    net = golden_model("rrdbnet")
+    upscaler = Upscaler(net, "tiny", "cpu", UpscaleOptions(tile=0))
+    image = portrait_patch(0, 0, 30)[:, :24]
+    out = upscaler.upscale_to(image, 150, 100)  # 24x30 -> x4 = 96x120 -> Lanczos to 150x100
+    assert out.shape == (100, 150, 3) and out.dtype == np.uint8
+    expected = resize_lanczos(upscaler.upscale(image), 150, 100)
+    assert np.array_equal(out, expected)
+    # shrinking never runs the model
+    assert np.array_equal(upscaler.upscale_to(image, 12, 15), resize_lanczos(image, 12, 15))
+
+
+def test_lanczos_engine_is_a_real_resampler():
+    image = portrait_patch(100, 100, 64)
+    upscaler = Upscaler(None, LANCZOS_ENGINE, "cpu", scale=4)
+    big = upscaler.upscale(image)
+    assert upscaler.engine == "lanczos-resample" and big.shape == (256, 256, 3)
+    # down again: close to the original (a nearest-neighbour or broken resampler would not be)
+    back = resize_lanczos(big, 64, 64)
+    assert np.abs(back.astype(float) - image).mean() < 2.0
+    with pytest.raises(ValueError, match="RGB uint8"):
+        upscaler.upscale(image.astype(np.float32))
+
+
+def test_dtype_and_memory_driven_tile_plan_on_cpu():
+    assert pick_dtype(torch.device("cpu"), "fp16") == torch.float32  # CPU always fp32
+    assert pick_dtype(torch.device("cuda"), None) == torch.float16
+    assert pick_dtype(torch.device("cuda"), "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        pick_dtype(torch.device("cuda"), "int8")
+    net = load_ncnn_model("realesr-animevideov3-x4")
+    auto = Upscaler(net, "x4", "cpu")
+    assert auto.dtype == torch.float32 and 32 <= auto.tile <= 1024 and auto.tile % 8 == 0
+    from enhance.upscale import activation_bytes_per_px
+    window = auto.tile + 2 * auto.context
+    assert window * window * activation_bytes_per_px(net, torch.float32) <= CPU_BUDGET_BYTES
+    with pytest.raises(ValueError, match="memory_fraction"):
+        Upscaler(net, "x4", "cpu", UpscaleOptions(memory_fraction=1.5))
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_half_precision_close_to_fp32_and_memory_cap():
+    image = portrait_patch(60, 150, 96)
+    net = load_ncnn_model("realesrgan-x4plus")
+    ref = Upscaler(net, "x4", "cpu", UpscaleOptions(tile=0)).upscale(image)
+    for precision in ("fp16", "bf16"):
+        up = Upscaler(load_ncnn_model("realesrgan-x4plus"), "x4", "cuda",
+                      UpscaleOptions(precision=precision, memory_fraction=0.2))
+        assert up.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        out = up.upscale(image)
+        assert np.abs(out.astype(float) - ref).mean() < (0.5 if precision == "fp16" else 2.0)
+    total = torch.cuda.get_device_properties(0).total_memory
+    assert torch.cuda.max_memory_reserved() <= 0.2 * total
