@@ -20,16 +20,29 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve_app.ids import check_id
 from serve_app.inputs import InputError
 from serve_app.runner import QueueFull
 from serve_app.schemas import (ApiError, HealthResponse, RunRequest, RunResponse,
                                StatusResponse)
 from serve_app.storage import LocalStorage, StorageError
 
-ERROR_RESPONSES = {400: {"model": ApiError}, 401: {"model": ApiError}, 404: {"model": ApiError},
-                   413: {"model": ApiError}, 429: {"model": ApiError}}
+# Every route can answer these (the guard runs before any route; storage may be down), all
+# with the ApiError body. 422 is an input that decodes but cannot be used (InputError).
+ERROR_RESPONSES = {status: {"model": ApiError, "description": why} for status, why in (
+    (400, "bad input, naming the field"), (401, "missing or wrong Bearer API key"),
+    (404, "no such job or endpoint"), (413, "request body too large"),
+    (415, "media of an unsupported type"), (422, "media that cannot be used"),
+    (429, "queue full; see Retry-After"), (503, "storage unavailable; see Retry-After"))}
 LINK_TTL_S = 7 * 24 * 3600
+
+
+class PurgeResponse(BaseModel):
+    removed: int = Field(description="jobs that were waiting and are now cancelled")
+    status: str = "completed"
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -77,10 +90,114 @@ def bind_service(app: FastAPI | None, service) -> None:
 
 
 def _svc(request: Request):
-    service = getattr(request.app.state, "service", None) or _DEFAULT_SERVICE
+    service = _service_of(request.app)
     if service is None:
         raise RuntimeError("no StudioService bound to this app")
     return service
+
+
+class BodyTooLarge(HTTPException):
+    """413, raised from the guarded `receive` once a streamed body passes the limit."""
+
+    def __init__(self, limit: int, size: int | None = None):
+        what = f"request body is {size} bytes" if size is not None else \
+            f"request body is over {limit} bytes"
+        super().__init__(413, f"{what}; the limit is {limit} bytes (send large media as URLs)")
+
+
+
+
+class Guard:
+    """Pure ASGI middleware in front of every route (pure ASGI, not @app.middleware: that
+    wraps `receive` in a task group, which turns our 413 into a 400):
+
+    1. body size: past `max_request_bytes` is a 413 — from Content-Length when there is one,
+       else while the body streams in (chunked uploads carry no length), never reading on;
+    2. the Bearer key on everything but health and signed file links;
+    3. the endpoint id, when this deployment is pinned to one.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        service = _service_of(scope.get("app")) if scope["type"] == "http" else None
+        if service is None:
+            return await self.app(scope, receive, send)
+        settings = service.settings
+        headers = dict(scope.get("headers") or [])
+        # 1. Body size, declared.
+        limit = settings.max_request_bytes
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            return await _send_error(scope, receive, send, 413, "PAYLOAD_TOO_LARGE",
+                                     BodyTooLarge(limit, int(length)).detail)
+        # 2. Bearer key. Health is exactly /v2/<endpoint>/health (a job called "health" is not).
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a prefix (Serve route_prefix)
+            path = path[len(root):]
+        parts = path.split("/")
+        is_health = len(parts) == 4 and parts[1] == "v2" and parts[3] == "health"
+        # the docs too: with a key set, only health and signed file links are open
+        open_route = is_health or path.startswith("/files/")
+        if settings.api_key is not None and not open_route:
+            given = headers.get(b"authorization", b"")
+            token = given[7:] if given[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(token, settings.api_key.get_secret_value().encode()):
+                return await _send_error(scope, receive, send, 401, "UNAUTHORIZED",
+                                         "missing or wrong Bearer API key")
+        # 3. Endpoint id, when this deployment is pinned to one.
+        if settings.endpoint_id and len(parts) > 2 and parts[1] == "v2" \
+                and parts[2] != settings.endpoint_id:
+            return await _send_error(scope, receive, send, 404, "UNKNOWN_ENDPOINT",
+                                     f"no endpoint {parts[2]!r} here")
+        # 1b. Body size, streamed: count while the route reads.
+        seen, started = 0, False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:  # FastAPI re-raises an HTTPException from here as is
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is our 413
+            if started or not _is_body_too_large(e):
+                raise
+            await _send_error(scope, receive, send, 413, "PAYLOAD_TOO_LARGE",
+                              BodyTooLarge(limit).detail)
+
+
+async def _send_error(scope, receive, send, status: int, code: str, message: str) -> None:
+    await _error(status, code, message)(scope, receive, send)
+
+
+def _is_body_too_large(e: BaseException) -> bool:
+    if isinstance(e, BaseExceptionGroup):
+        return any(_is_body_too_large(x) for x in e.exceptions)
+    return isinstance(e, BodyTooLarge)
+
+
+def _checked_job_id(job_id: str) -> str:
+    """A path's job id is checked like a submitted one before it becomes a storage key."""
+    try:
+        return check_id(job_id, "job_id")
+    except ValueError as e:
+        raise InputError("job_id", str(e).removeprefix("job_id "), code="INVALID_ID") from None
+
+
+def _service_of(app):
+    return getattr(getattr(app, "state", None), "service", None) or _DEFAULT_SERVICE
 
 
 def build_api() -> FastAPI:
@@ -88,30 +205,7 @@ def build_api() -> FastAPI:
     app = FastAPI(title="PersonaForge Studio", version="0.1.0",
                   description="Portrait + voice -> finished talking video. RunPod-compatible.")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        service = _svc(request)
-        path = request.url.path
-        # 1. Body size, before anything reads it.
-        limit = service.settings.max_request_bytes
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            return _error(413, "PAYLOAD_TOO_LARGE", f"request body is {int(length)} bytes; the "
-                          f"limit is {limit} bytes (send large media as URLs)")
-        # 2. Bearer key on everything but health, docs and signed file links.
-        key = service.settings.api_key
-        open_route = path.endswith("/health") or path.startswith(("/files/", "/docs", "/openapi"))
-        if key is not None and not open_route:
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), key.get_secret_value().encode()):
-                return _error(401, "UNAUTHORIZED", "missing or wrong Bearer API key")
-        # 3. Endpoint id, when this deployment is pinned to one.
-        parts = path.split("/")
-        if service.settings.endpoint_id and len(parts) > 2 and parts[1] == "v2" \
-                and parts[2] != service.settings.endpoint_id:
-            return _error(404, "UNKNOWN_ENDPOINT", f"no endpoint {parts[2]!r} here")
-        return await call_next(request)
+    app.add_middleware(Guard)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -153,7 +247,7 @@ def build_api() -> FastAPI:
     @app.get("/v2/{endpoint_id}/status/{job_id}", response_model=StatusResponse,
              responses=ERROR_RESPONSES, response_model_exclude_none=True)
     async def status(endpoint_id: str, job_id: str, request: Request):
-        st = _svc(request).status(job_id)
+        st = _svc(request).status(_checked_job_id(job_id))
         if st is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return st
@@ -161,16 +255,18 @@ def build_api() -> FastAPI:
     @app.post("/v2/{endpoint_id}/cancel/{job_id}", response_model=RunResponse,
               responses=ERROR_RESPONSES)
     async def cancel(endpoint_id: str, job_id: str, request: Request):
-        rec = _svc(request).cancel(job_id)
+        rec = _svc(request).cancel(_checked_job_id(job_id))
         if rec is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return RunResponse(id=rec.id, status=_svc(request).status(job_id).status)
 
-    @app.post("/v2/{endpoint_id}/purge-queue")
+    @app.post("/v2/{endpoint_id}/purge-queue", response_model=PurgeResponse,
+              responses=ERROR_RESPONSES)
     async def purge_queue(endpoint_id: str, request: Request):
-        return {"removed": _svc(request).purge_queue(), "status": "completed"}
+        return PurgeResponse(removed=_svc(request).purge_queue())
 
-    @app.get("/v2/{endpoint_id}/health", response_model=HealthResponse)
+    @app.get("/v2/{endpoint_id}/health", response_model=HealthResponse,
+             responses=ERROR_RESPONSES)
     async def health(endpoint_id: str, request: Request):
         return _svc(request).health()
 
@@ -190,10 +286,11 @@ def build_api() -> FastAPI:
             raise HTTPException(404, "no such file")
         return FileResponse(path)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException):
-        code = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(exc.status_code,
-                                                                            "HTTP_ERROR")
-        return _error(exc.status_code, code, str(exc.detail))
+    @app.exception_handler(StarletteHTTPException)  # also the router's own 404/405
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status_code,
+                                                                         "HTTP_ERROR")
+        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     return app

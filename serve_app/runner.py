@@ -8,8 +8,9 @@ import asyncio
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from serve_app.jobs import JobRecord, JobStore
 from serve_app.schemas import ErrorInfo, JobResult, JobStatus, JobType
@@ -100,6 +101,7 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task] = {}
         self._done: dict[str, asyncio.Event] = {}
         self._running = 0
+        self._admitting = 0  # submissions holding a queue place (see admission())
         self._reaper: asyncio.Task | None = None
         self.counts = {"completed": 0, "failed": 0, "retried": 0}
 
@@ -113,8 +115,20 @@ class JobRunner:
         return self._running
 
     def check_capacity(self) -> None:
-        if self.waiting >= self.settings.max_queued_jobs:
+        if self.waiting + self._admitting >= self.settings.max_queued_jobs:
             raise QueueFull(retry_after_s=max(5, int(self.settings.job_timeout_s // 60)))
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold a queue place while a submission is prepared (inputs decoded, stored), so
+        submissions arriving together cannot all pass `check_capacity` before any of them is
+        queued. Raises QueueFull when there is no place."""
+        self.check_capacity()
+        self._admitting += 1
+        try:
+            yield
+        finally:
+            self._admitting -= 1
 
     def submit(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store the record (idempotent on id) and start it; returns (record, created?)."""
@@ -176,6 +190,9 @@ class JobRunner:
             result.metadata.setdefault("attempts", rec.attempts)
             self._finish(rec, JobStatus.COMPLETED, result=result)
         except asyncio.TimeoutError:
+            # the stage call still running elsewhere (a replica, a thread) stops at its next
+            # progress check instead of working on for a job nobody will read
+            self.store.request_cancel(job_id)
             self._finish(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
                 code="TIMED_OUT", message=f"job exceeded {self.settings.job_timeout_s:.0f}s"))
         except JobCancelled:
@@ -225,6 +242,11 @@ class JobRunner:
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()
+            if rec.status == JobStatus.IN_QUEUE:
+                # still waiting for a slot: it never starts, so nothing else would record it
+                # (a task past the slot finds the record final and returns)
+                self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
+                    code="CANCELLED", message="cancelled before it started"))
         else:  # owned elsewhere (or orphaned): its owner's heartbeat sees the marker
             rec.status, rec.finished_at = JobStatus.CANCELLED, time.time()
             rec.error = ErrorInfo(code="CANCELLED", message="the job was cancelled")

@@ -10,10 +10,12 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from graphs import GRAPHS
+from serve_app.ids import check_id
 from serve_app.inputs import FetchPolicy, InputError, Limits, acquire
 from serve_app.jobs import JobRecord
 from serve_app.runner import JobRunner, StageCall
@@ -21,7 +23,7 @@ from serve_app.schemas import (HealthResponse, JobStatus, JobType, LipsyncOnlyIn
                                PersonaBuildInput, RunRequest, StatusResponse, VideoRenderInput,
                                job_id_of)
 from serve_app.settings import Settings
-from serve_app.storage import Storage, open_storage
+from serve_app.storage import Storage, StorageError, open_storage
 
 log = logging.getLogger("personaforge.service")
 
@@ -52,19 +54,27 @@ class StudioService:
         """Idempotent on job_id: a known id returns that job and never starts a second run."""
         self.runner.start_reaper()
         inp = req.input
-        job_id = job_id_of(inp)
+        job_id = _checked_job_id(inp)
         existing = await asyncio.to_thread(self.runner.store.get, job_id)
         if existing is not None:
             return existing
-        self.runner.check_capacity()
-        request = await asyncio.to_thread(self._store_inputs, inp, job_id)
-        record = JobRecord(id=job_id, job_type=JobType(inp.job_type), request=request)
-        stored, _ = self.runner.submit(record)
+        # the queue place is held from the check until the job exists: decoding takes a while,
+        # and a burst must not pass the check all at once
+        with self.runner.admission():
+            request = await asyncio.to_thread(self._store_inputs, inp, job_id)
+            record = JobRecord(id=job_id, job_type=JobType(inp.job_type), request=request)
+            stored, created = self.runner.submit(record)
+        if not created:  # a concurrent submission of this id won: its inputs are the job's
+            await asyncio.to_thread(self._drop, list(request["inputs"].values()))
         return stored
 
     def _store_inputs(self, inp: Any, job_id: str) -> dict:
         """Decode/fetch every media field (4xx InputError naming the field on bad input), keep
-        the files in storage, and return the request with media replaced by storage keys."""
+        the files in storage, and return the request with media replaced by storage keys.
+
+        Nothing is stored unless every field passes (a rejected request leaves no files), and
+        each submission's files get their own folder (a concurrent duplicate of the id can
+        never overwrite the inputs of the job that won)."""
         job_type = JobType(inp.job_type)
         media = {name: getattr(inp, name) for name, _ in _MEDIA_FIELDS[job_type]}
         request = inp.model_dump(mode="json", exclude=set(media) | {"sfx_tracks"})
@@ -76,30 +86,48 @@ class StudioService:
                 if (value := media[name]) is not None]
         jobs += [(f"sfx_{i}", "audio", s.url) for i, s in enumerate(sfx)]
         inputs: dict[str, str] = {}
+        folder = f"jobs/{job_id}/inputs/{uuid.uuid4().hex[:12]}"
         tmp = Path(tempfile.mkdtemp(prefix=f"pf-in-{job_id}-"))
         try:
+            # 1. Check every field first.
+            acquired = []
             for name, kind, value in jobs:
                 field = f"input.{name}" if not name.startswith("sfx_") else \
                     f"input.sfx_tracks[{name[4:]}].url"
                 limits = self.sfx_limits if name.startswith("sfx_") else self.limits
                 got = acquire(value, field, kind, str(tmp), policy=self.policy, limits=limits)
-                key = f"jobs/{job_id}/inputs/{_INPUT_NAMES.get(name, name)}{Path(got.path).suffix}"
-                self.storage.put_file(key, got.path)
-                inputs[_INPUT_NAMES.get(name, name)] = key
+                acquired.append((_INPUT_NAMES.get(name, name), got.path))
+            # 2. Then store them.
+            for name, path in acquired:
+                key = f"{folder}/{name}{Path(path).suffix}"
+                self.storage.put_file(key, path)
+                inputs[name] = key
+        except BaseException:
+            self._drop(list(inputs.values()))
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         request["inputs"] = inputs
         return request
 
+    def _drop(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except Exception:  # noqa: BLE001 - best effort: leftovers only cost space
+                log.warning("could not delete %s", key)
+
     # ---- status / cancel / health ------------------------------------------------------------
     def status(self, job_id: str) -> StatusResponse | None:
-        rec = self.runner.store.get(job_id)
+        rec = _read(self.runner.store.get, job_id)
         if rec is None:
             return None
         progress = rec.progress
         if rec.status == JobStatus.IN_PROGRESS:
-            p = self.runner.store.get_progress(job_id)
-            if p and p.get("stage") == rec.stage:
+            p = _read(self.runner.store.get_progress, job_id)
+            # the runner writes "<stage>.<method>" at the call's start, the stage itself
+            # reports under "<stage>" (stages.progress.StageProgress): both are this call's
+            if p and rec.stage and p.get("stage") in (rec.stage, rec.stage.split(".")[0]):
                 lo, hi = rec.stage_span
                 progress = lo + (hi - lo) * float(p.get("fraction", 0.0))
         delay = execution = None
@@ -135,6 +163,32 @@ class StudioService:
                   "inProgress": r.running, "inQueue": r.waiting, "retried": r.counts["retried"]},
             workers={"running": r.running, "idle": max(0, self.settings.max_running_jobs - r.running)},
             engines=self.engines)
+
+
+def _read(fn, job_id: str):
+    """A storage read for a status answer. The S3 client can fail in ways it does not
+    classify (botocore raised AttributeError parsing a 5xx GetObject body while the server
+    restarted): the client gets a 503 with Retry-After for those too, never a 500."""
+    try:
+        return fn(job_id)
+    except StorageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported as the storage failure it is
+        log.warning("reading job %s failed: %s: %s", job_id, type(e).__name__, e)
+        raise StorageError(f"storage unavailable while reading job {job_id} "
+                           f"({type(e).__name__})") from None
+
+
+def _checked_job_id(inp: Any) -> str:
+    """The job's id, checked like a client id. A persona_build's default id is
+    persona_build_<persona_id>, so a persona_id near the length limit is refused here."""
+    job_id = job_id_of(inp)
+    try:
+        return check_id(job_id, "job_id")
+    except ValueError as e:
+        raise InputError("input.persona_id", f"makes the default job id "
+                         f"persona_build_<persona_id> invalid ({e}); give a shorter persona_id "
+                         "or an explicit job_id", code="INVALID_ID") from None
 
 
 __all__ = ["StudioService", "InputError", "LipsyncOnlyInput", "VideoRenderInput",

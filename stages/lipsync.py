@@ -43,11 +43,19 @@ class LipSyncStage:
         self.store = JobStore(self.storage)
         # 1. The face detector ships with the repo (MTCNN, MIT weights): always available.
         self.detector = load_detector()
-        # 2. The engine. LatentSync arrives with its weights (download_models.py); until then
-        #    the embedded animator runs, and the metadata says which one did.
-        self.animator = MouthAnimator(self.detector)
-        self.engine = EMBEDDED
+        # 2. The engine: LatentSync when its weights are on the models volume
+        #    (download_models.py), else the embedded animator; the metadata says which ran.
+        #    Weights present but unloadable is a start-up failure, never a silent fallback.
+        self.latentsync = self._load_latentsync()
+        self.animator = self.latentsync or MouthAnimator(self.detector)
+        self.engine = self.latentsync.engine if self.latentsync is not None else EMBEDDED
         log.info("LipSync engine: %s", self.engine)
+
+    def _load_latentsync(self):
+        from lipsync.latentsync.engine import load_latentsync_engine
+
+        return load_latentsync_engine(self.settings.models_dir, self.settings.latentsync_version,
+                                      device=self.settings.device, detector=self.detector)
 
     def describe(self) -> dict:
         return {"engine": self.engine}
@@ -66,15 +74,17 @@ class LipSyncStage:
             if len(audio) < MIN_AUDIO_S * 16000:
                 raise StageError("AUDIO_TOO_SHORT", f"the voice is {len(audio) / 16000:.2f}s; "
                                  f"at least {MIN_AUDIO_S}s is needed")
-            n = frame_count(len(audio), req.fps)
+            # (+1: LatentSync rounds the count up, the animator to nearest; each takes what it needs)
+            n = frame_count(len(audio), req.fps) + 1
             # 2. The picture: a still (one alignment for every frame) or a persona take (its
             #    stored per-frame face track, so no detection at all).
             frames, track, (w, h) = self._source(req, n, tmp)
             # 3. Animate and encode frame by frame (near-lossless intermediate).
             out = tmp / "lipsync.mp4"
+            extra = {"quality": req.quality} if self.latentsync is not None else {}
             with FrameWriter(out, w, h, req.fps) as writer:
                 stats = self.animator.render(frames, track, audio, req.fps, writer.write,
-                                             progress=progress)
+                                             progress=progress, **extra)
             key = f"jobs/{req.job_id}/work/lipsync.mp4"
             self.storage.put_file(key, out)
         # 4. The face geometry of the rendered frames, so face restore never detects again.
@@ -82,9 +92,9 @@ class LipSyncStage:
         self.storage.put_bytes(faces_key, _track_bytes(track))
         return LipSyncResult(
             frames=FramesRef(key=key, width=w, height=h, fps=req.fps, n_frames=stats.frames),
-            faces_key=faces_key, engine=self.engine, model=None,
-            settings={"mouth_source": stats.mouth_source, "fps": req.fps,
-                      "mean_openness": round(stats.mean_openness, 4)},
+            faces_key=faces_key, engine=self.engine,
+            model=f"latentsync-{self.settings.latentsync_version}" if self.latentsync else None,
+            settings=_settings_of(stats, req.fps),
             seconds=round(time.monotonic() - t0, 3))
 
     def _source(self, req: LipSyncRequest, n: int, tmp: Path):
@@ -144,6 +154,16 @@ class LipSyncStage:
                              n_frames=info.frames),
             track_key=tkey, engine=info.engine,
             seconds=round(time.monotonic() - t0, 3))
+
+
+def _settings_of(stats, fps: float) -> dict:
+    """What the engine actually did, for the job's metadata."""
+    out = {"fps": fps, "frames": stats.frames, "mouth_source": stats.mouth_source,
+           "render_s": round(stats.render_s, 3)}
+    for name in ("quality", "steps", "deepcache", "guidance_scale", "seed", "face_frames"):
+        if hasattr(stats, name):
+            out[name] = getattr(stats, name)
+    return out
 
 
 def _track_bytes(track: FaceTrack) -> bytes:

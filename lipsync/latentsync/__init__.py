@@ -4,6 +4,10 @@ Audio features, mouth mask and face alignment live in their own modules of this 
 """
 from lipsync.latentsync.checkpoint import CheckpointMismatchError, load_unet, read_state_dict
 from lipsync.latentsync.config import UNET_V15, UNET_V16, UNetConfig, tiny_unet_config, unet_config
+from lipsync.latentsync.engine import (CudaGraphUNet, EngineSettings, LatentSyncEngine, LatentSyncRenderStats,
+                                       load_latentsync_engine)
+from lipsync.latentsync.pipeline import (QUALITY_PRESETS, LatentSyncPipeline, PipelineOptions, PipelineStats,
+                                         SamplingOptions, sampling_for_quality)
 from lipsync.latentsync.sampling import (
     LATENTSYNC_DDIM,
     LATENTSYNC_DEEPCACHE,
@@ -13,9 +17,25 @@ from lipsync.latentsync.sampling import (
     initial_latents,
 )
 from lipsync.latentsync.unet import LatentSyncUNet, build_unet, compile_unet
+from lipsync.latentsync.vae import LatentVAE, build_vae, load_vae, tiny_vae
 
 __all__ = [
     "CheckpointMismatchError",
+    "CudaGraphUNet",
+    "EngineSettings",
+    "LatentSyncEngine",
+    "LatentSyncPipeline",
+    "LatentSyncRenderStats",
+    "LatentVAE",
+    "PipelineOptions",
+    "PipelineStats",
+    "QUALITY_PRESETS",
+    "SamplingOptions",
+    "build_vae",
+    "load_latentsync_engine",
+    "load_vae",
+    "sampling_for_quality",
+    "tiny_vae",
     "DDIMConfig",
     "DeepCacheConfig",
     "LATENTSYNC_DDIM",

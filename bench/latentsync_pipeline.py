@@ -1,0 +1,291 @@
+"""End-to-end LatentSync pipeline bench: a 10 s still-image clip, random weights, one device.
+
+Builds full-size models with RANDOM weights (timings only; nothing here is a real model): the UNet
+(build_unet), the SD VAE from the sd-vae-ft-mse config (written inline, no download) and a random
+Whisper-tiny encoder. Then, per version (1.5 at 256 px, 1.6 at 512 px), times the whole pipeline call
+(audio features, alignment, VAE encode, UNet loop, VAE decode, paste-back, hand-off to a no-op writer)
+on a synthetic 1280x720 portrait + 10 s of synthetic voice, 20 steps, CFG 1.5, DeepCache off and on.
+
+    python bench/latentsync_pipeline.py                    # GPU, bf16, with a quick A/B of UNet modes
+    python bench/latentsync_pipeline.py --no-ab --chunks-per-call 4 --graphs on
+    python bench/latentsync_pipeline.py --tiny             # CPU smoke check (tiny models, 2 s clip)
+
+Official reference (LATENTSYNC.md §7, H100, fp16, official pipeline, 252 frames, total call):
+v1.5 37.3 s (6.7 fps), v1.5 + DeepCache 20.9 s, v1.6 75.0 s (3.4 fps), v1.6 + DeepCache 45.6 s.
+Ours, H100 80GB, torch 2.11 cu130, bf16, CUDA graphs, 250 frames, 2026-11-25 (total call):
+  v1.5 (4 chunks/call) 13.0-13.7 s (18-19 fps), + DeepCache 5.9-6.2 s (40-42 fps)
+  v1.6 (2 chunks/call) 53.1 s (4.7 fps),         + DeepCache 24.5 s (10.2 fps)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from lipsync.latentsync.config import tiny_unet_config, unet_config  # noqa: E402
+from lipsync.latentsync.engine import CudaGraphUNet  # noqa: E402
+from lipsync.latentsync.pipeline import LatentSyncPipeline, PipelineOptions, SamplingOptions, plan_groups  # noqa: E402
+from lipsync.latentsync.unet import build_unet, compile_unet  # noqa: E402
+from lipsync.latentsync.vae import SD_VAE_FT_MSE_CONFIG, TINY_VAE_CONFIG, build_vae  # noqa: E402
+from lipsync.latentsync.whisper import WHISPER_TINY, WhisperEncoderDims, load_whisper_encoder  # noqa: E402
+
+OFFICIAL_S = {("1.5", False): 37.3, ("1.5", True): 20.9, ("1.6", False): 75.0, ("1.6", True): 45.6}
+TARGET_FPS = {"1.5": 34.0, "1.6": 10.2}
+STAGES = ("audio", "face_prep", "vae_encode", "unet", "vae_decode", "composite", "paste_back", "wait_for_writer")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true", help="tiny random models on CPU (smoke check)")
+    p.add_argument("--versions", default="1.5,1.6")
+    p.add_argument("--seconds", type=float, default=None, help="voice length (default 10; tiny 2)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 20; tiny 3)")
+    p.add_argument("--deepcache", default="off,on")
+    p.add_argument("--chunks-per-call", default="auto", help="'auto' (from the A/B, else 4 at 256 / 2 at 512) or N")
+    p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"], help="CUDA graphs for the UNet")
+    p.add_argument("--no-ab", action="store_true", help="skip the quick A/B of UNet modes / VAE layout")
+    p.add_argument("--compile", default=None, help="'regional' or a torch.compile mode (turns graphs off)")
+    p.add_argument("--json", default=None, help="also write all results here")
+    return p.parse_args()
+
+
+def synthetic_portrait(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A drawn face on a gradient, and its five landmarks (eyes, nose, mouth corners)."""
+    import cv2
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([60 + 80 * xx / w, 90 + 60 * yy / h, 140 + 40 * np.sin(xx / 90)], -1).astype(np.uint8)
+    s = h / 720
+    cx, cy = w / 2, h / 2
+    cv2.ellipse(img, (int(cx), int(cy)), (int(120 * s), int(160 * s)), 0, 0, 360, (225, 180, 150), -1)
+    marks = np.array([[cx - 45 * s, cy - 40 * s], [cx + 45 * s, cy - 40 * s], [cx, cy + 15 * s],
+                      [cx - 38 * s, cy + 65 * s], [cx + 38 * s, cy + 65 * s]])
+    for x, y in marks[:2]:
+        cv2.circle(img, (int(x), int(y)), int(10 * s), (40, 30, 30), -1)
+    cv2.ellipse(img, (int(cx), int(cy + 65 * s)), (int(38 * s), int(9 * s)), 0, 0, 360, (170, 60, 70), -1)
+    return img, marks
+
+
+def synthetic_voice(seconds: float, sr: int = 16000) -> np.ndarray:
+    """Syllable-like bursts: a 120-220 Hz harmonic tone, 4 Hz on/off envelope, a little noise."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 120 + 100 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.3 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    tone = sum(np.sin(k * phase) / k for k in range(1, 6))
+    env = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 0.5
+    noise = 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    return (0.3 * tone * env + noise).astype(np.float32)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn, device: torch.device, iters: int = 5) -> float:
+    fn()
+    sync(device)
+    samples = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def unet_flops(config, batch: int, frames: int, width: int) -> tuple[float, float]:
+    """(full, cached) FLOP of one UNet call at this batch (CFG included) and chunk length, counted on meta."""
+    unet = build_unet(config, device="meta", dtype=torch.bfloat16)
+    lat = config.latent_size
+    sample = torch.empty(batch, config.in_channels, frames, lat, lat, device="meta", dtype=torch.bfloat16)
+    audio = torch.empty(batch * frames, 50, width, device="meta", dtype=torch.bfloat16)
+    t = torch.tensor(501, device="meta")
+    with FlopCounterMode(display=False) as full:
+        _, feature = unet.forward_and_cache(sample, t, audio)
+    with FlopCounterMode(display=False) as cached:
+        unet.forward_cached(sample, t, audio, feature)
+    return float(full.get_total_flops()), float(cached.get_total_flops())
+
+
+def ab_unet(unet, device, width: int, candidates: list[int], graphs: list[bool]) -> list[dict]:
+    """ms of one full and one cached UNet call per (chunks per call, graphs), CFG batch, 16 frames."""
+    cfg = unet.config
+    lat = cfg.latent_size
+    rows = []
+    for use_graphs in graphs:
+        runner = CudaGraphUNet(unet) if use_graphs else unet
+        for g in candidates:
+            b = 2 * g
+            try:
+                with torch.inference_mode():
+                    sample = torch.randn(b, cfg.in_channels, 16, lat, lat, device=device, dtype=unet.dtype)
+                    audio = torch.randn(b * 16, 50, width, device=device, dtype=unet.dtype)
+                    t = torch.tensor(501, device=device)
+                    _, feature = runner.forward_and_cache(sample, t, audio)
+                    feature = feature.clone()
+                    full = time_ms(lambda: runner.forward_and_cache(sample, t, audio), device)
+                    cached = time_ms(lambda: runner.forward_cached(sample, t, audio, feature), device)
+            except RuntimeError as err:  # out of memory, or a capture problem
+                print(f"# A/B graphs={use_graphs} chunks/call={g}: {str(err).splitlines()[0]}", flush=True)
+                break
+            rows.append({"graphs": use_graphs, "chunks_per_call": g, "full_ms": full, "cached_ms": cached,
+                         "full_ms_per_chunk": full / g, "dc20_ms_per_chunk": (7 * full + 13 * cached) / g,
+                         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0})
+            print(f"# A/B graphs={use_graphs!s:5} chunks/call={g}: full {full:7.1f} ms ({full / g:6.1f}/chunk), "
+                  f"cached {cached:6.1f} ms ({cached / g:5.1f}/chunk)", flush=True)
+        del runner
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def ab_vae(vae, device, resolution: int) -> bool:
+    """True when channels_last decodes faster (16 frames)."""
+    z = torch.randn(16, 4, resolution // 8, resolution // 8, device=device)
+    times = {}
+    for cl in (False, True):
+        vae.channels_last = cl
+        vae.model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        with torch.inference_mode():
+            times[cl] = time_ms(lambda: vae.decode(z), device, iters=3)
+    print(f"# A/B VAE decode 16 frames: NCHW {times[False]:.1f} ms, channels_last {times[True]:.1f} ms", flush=True)
+    best = times[True] < times[False]
+    vae.channels_last = best
+    vae.model.to(memory_format=torch.channels_last if best else torch.contiguous_format)
+    return best
+
+
+def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) -> list[dict]:
+    # 1. Random full-size models (or tiny on CPU).
+    torch.manual_seed(0)
+    config = tiny_unet_config() if args.tiny else unet_config(version)
+    dims = WhisperEncoderDims(n_audio_state=64, n_audio_head=2, n_audio_layer=1) if args.tiny else WHISPER_TINY
+    t0 = time.perf_counter()
+    unet = build_unet(config, device=device, dtype=dtype).requires_grad_(False)
+    vae = build_vae(TINY_VAE_CONFIG if args.tiny else SD_VAE_FT_MSE_CONFIG, device, dtype)
+    whisper = load_whisper_encoder(None, device, torch.float32, tiny_config=dims)
+    print(f"# v{version}: models built in {time.perf_counter() - t0:.1f} s", flush=True)
+    width = config.cross_attention_dim
+    res = config.resolution
+
+    # 2. Quick A/B: UNet eager vs CUDA graphs at a few chunk batchings, VAE memory layout.
+    cuda = device.type == "cuda"
+    ab_rows, channels_last = [], False
+    candidates = [1, 2, 4] if res <= 256 else [1, 2]
+    if cuda and not args.no_ab and not args.compile:
+        ab_rows = ab_unet(unet, device, width, candidates, [False, True] if args.graphs != "off" else [False])
+        channels_last = ab_vae(vae, device, res)
+    if args.compile:
+        unet = compile_unet(unet, regional=args.compile == "regional", dynamic=False,
+                            **({} if args.compile in ("regional", "default") else {"mode": args.compile}))
+
+    audio = synthetic_voice(args.seconds)
+    frame, marks = synthetic_portrait(*((180, 320) if args.tiny else (720, 1280)))
+    rows = []
+    for deepcache in [m == "on" for m in args.deepcache.split(",")]:
+        # 3. Pick the UNet mode: measured best, or the flags.
+        key = "dc20_ms_per_chunk" if deepcache else "full_ms_per_chunk"
+        best = min(ab_rows, key=lambda r: r[key]) if ab_rows else None
+        if args.chunks_per_call != "auto":
+            per_call = int(args.chunks_per_call)
+        else:
+            per_call = best["chunks_per_call"] if best else (1 if not cuda else 4 if res <= 256 else 2)
+        use_graphs = cuda and not args.compile and (
+            args.graphs == "on" or (args.graphs == "auto" and (best["graphs"] if best else True)))
+        runner = CudaGraphUNet(unet) if use_graphs else unet
+        pipe = LatentSyncPipeline(runner, vae, whisper, res, PipelineOptions(chunks_per_call=per_call))
+        sampling = SamplingOptions(steps=args.steps, guidance_scale=1.5, deepcache=deepcache, seed=1247)
+
+        # 4. Warm up every shape this clip uses, then the timed call.
+        n = int(np.ceil(len(audio) * 25 / 16000))
+        warm_s = pipe.warmup(n, sampling)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        sink = np.zeros(1, np.int64)
+
+        def write(f: np.ndarray) -> None:
+            sink[0] += int(f[0, 0, 0])  # touch the frame, keep nothing
+
+        t0 = time.perf_counter()
+        stats = pipe(audio, (frame for _ in range(n)), marks[None], write, still=True, sampling=sampling)
+        sync(device)
+        total = time.perf_counter() - t0
+
+        # 5. FLOPs of the UNet calls this run made.
+        flops = 0.0
+        full_steps = len(range(0, args.steps, 3)) if deepcache else args.steps
+        for _, b, f in plan_groups(n, per_call):
+            full, cached = unet_flops(config, 2 * b, f, width)
+            flops += full_steps * full + (args.steps - full_steps) * cached
+        row = {"version": version, "resolution": res, "deepcache": deepcache, "steps": args.steps,
+               "chunks_per_call": per_call, "cuda_graphs": use_graphs, "vae_channels_last": channels_last,
+               "compile": args.compile, "frames": stats.frames, "total_s": total, "fps": stats.frames / total,
+               "warmup_s": warm_s, "stage_seconds": stats.stage_seconds, "unet_calls": stats.unet_calls,
+               "unet_tflop": flops / 1e12, "unet_tflops": flops / 1e12 / max(stats.stage_seconds["unet"], 1e-9),
+               "peak_alloc_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+               "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30 if cuda else None,
+               "graph_failure": getattr(runner, "failed", None), "ab": ab_rows}
+        official = OFFICIAL_S.get((version, deepcache))
+        if official and not args.tiny:
+            row["official_s"] = official
+            row["speedup_vs_official"] = official / total
+            row["target_fps"] = TARGET_FPS[version]
+        rows.append(row)
+        print(format_row(row), flush=True)
+        del pipe, runner
+        if cuda:
+            torch.cuda.empty_cache()
+    return rows
+
+
+def format_row(r: dict) -> str:
+    st = r["stage_seconds"]
+    stages = " ".join(f"{k}={st.get(k, 0):.2f}" for k in STAGES)
+    mem = f"{r['peak_alloc_gib']:.1f}/{r['peak_reserved_gib']:.1f} GiB" if r["peak_alloc_gib"] is not None else "-"
+    ref = (f" | official {r['official_s']:.1f} s -> x{r['speedup_vs_official']:.2f}, target {r['target_fps']} fps "
+           f"{'MET' if r['fps'] >= r['target_fps'] else 'not met'}") if "official_s" in r else ""
+    return (f"v{r['version']} {r['resolution']}px DC={'on ' if r['deepcache'] else 'off'} steps={r['steps']} "
+            f"chunks/call={r['chunks_per_call']} graphs={r['cuda_graphs']} | {r['frames']} frames in "
+            f"{r['total_s']:.2f} s = {r['fps']:.1f} fps | {stages} | peak {mem} | "
+            f"UNet {r['unet_tflop']:.4g} TFLOP at {r['unet_tflops']:.4g} TFLOP/s | warm-up {r['warmup_s']:.1f} s{ref}")
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    args.seconds = args.seconds or (2.0 if args.tiny else 10.0)
+    args.steps = args.steps or (3 if args.tiny else 20)
+    if device.type == "cpu":
+        torch.set_num_threads(2)
+        print(f"# device cpu, torch {torch.__version__}", flush=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        print(f"# device {torch.cuda.get_device_name(device)}, torch {torch.__version__}", flush=True)
+    versions = ["tiny"] if args.tiny else args.versions.split(",")
+    rows = []
+    for version in versions:
+        rows.extend(bench_version(args, version, device, dtype))
+        if args.json:  # after each version, so a cut-off run still leaves its numbers
+            Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+    print("\n# summary")
+    for r in rows:
+        print(format_row(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
