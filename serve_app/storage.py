@@ -182,7 +182,8 @@ class S3Storage(Storage):
                 if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                             "NoSuchBucket") or attempt == UPLOAD_ATTEMPTS:
                     raise StorageError(f"{what} failed: {code or e}") from None
-            except BotoCoreError as e:
+            except (BotoCoreError, AttributeError) as e:
+                # AttributeError: botocore chokes parsing some 5xx bodies of a restarting server
                 if attempt == UPLOAD_ATTEMPTS:
                     raise StorageError(f"{what} failed after {attempt} attempts: "
                                        f"{type(e).__name__}") from None
@@ -235,7 +236,7 @@ class S3Storage(Storage):
                 return fn()
             except ClientError:
                 raise
-            except BotoCoreError as e:
+            except (BotoCoreError, AttributeError) as e:
                 if attempt == UPLOAD_ATTEMPTS:
                     raise StorageError(f"storage unreachable: {type(e).__name__}") from None
                 time.sleep(delay)
