@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from faces.boxes import landmarks_from_box  # noqa: F401 (re-exported for the restore stage)
 from lipsync.latentsync.align import fit_similarity_lstsq
 
 CROP = 512
@@ -16,13 +17,6 @@ CROP = 512
 FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.19360],
                               [256.63416, 314.01935], [201.26117, 371.41043],
                               [313.08905, 371.15118]], dtype=np.float64)
-# five points from a face box's proportions (for a client face_box without landmarks)
-_BOX_POINTS = np.array([[0.32, 0.40], [0.68, 0.40], [0.50, 0.58], [0.36, 0.76], [0.64, 0.76]])
-
-
-def landmarks_from_box(box) -> np.ndarray:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return np.array([x0, y0]) + _BOX_POINTS * np.array([x1 - x0, y1 - y0])
 
 
 def frame_to_crop(landmarks: np.ndarray, size: int = CROP) -> np.ndarray:

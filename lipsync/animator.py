@@ -191,18 +191,7 @@ class MouthAnimator:
         its landmarks; otherwise the mouth comes from the box's proportions.
         Raises NoFaceError when nothing is found and no face_box was given.
         """
-        h, w = np.asarray(image).shape[:2]
-        box = _check_face_box(face_box, w, h) if face_box is not None else None
-        faces = self.detector.detect(image) if self.detector is not None else []
-        if box is not None:
-            match = max(faces, key=lambda f: iou(f.box, box), default=None)
-            if match is not None and iou(match.box, box) >= FACE_BOX_MATCH_IOU:
-                return FaceTrack.from_face(match)
-            return FaceTrack.from_box(box)
-        if not faces:
-            raise NoFaceError("no face found in the image; pass input.face_box=[x0,y0,x1,y1] "
-                              "for stylised faces")
-        return FaceTrack.from_face(faces[0])
+        return locate_face(self.detector, image, face_box)
 
     def render(self, frames: Iterable[np.ndarray], track: FaceTrack, audio: np.ndarray,
                fps: float, write: Callable[[np.ndarray], None],
@@ -345,3 +334,25 @@ def _check_face_box(face_box: Sequence[float], w: int, h: int) -> tuple[float, f
     if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         raise ValueError(f"face_box {face_box!r} lies outside the {w}x{h} image")
     return (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
+
+
+def locate_face(detector: FaceDetector | None, image: np.ndarray,
+                face_box: Sequence[float] | None = None) -> FaceTrack:
+    """The face of a still as a one-entry FaceTrack (shared by every lip-sync engine).
+
+    With `face_box`: a detection overlapping it (IoU >= FACE_BOX_MATCH_IOU) lends its landmarks,
+    else the track is the box alone (source "face_box"). Raises NoFaceError when nothing is
+    found and no face_box was given; ValueError for a face_box outside the image.
+    """
+    h, w = np.asarray(image).shape[:2]
+    box = _check_face_box(face_box, w, h) if face_box is not None else None
+    faces = detector.detect(image) if detector is not None else []
+    if box is not None:
+        match = max(faces, key=lambda f: iou(f.box, box), default=None)
+        if match is not None and iou(match.box, box) >= FACE_BOX_MATCH_IOU:
+            return FaceTrack.from_face(match)
+        return FaceTrack.from_box(box)
+    if not faces:
+        raise NoFaceError("no face found in the image; pass input.face_box=[x0,y0,x1,y1] "
+                          "for stylised faces")
+    return FaceTrack.from_face(faces[0])

@@ -23,25 +23,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from faces.boxes import iou
+from faces.boxes import BOX_LANDMARKS, landmarks_from_box  # noqa: F401 (re-exported)
 from faces.mtcnn import FaceDetector
-from lipsync.animator import (FACE_BOX_MATCH_IOU, FaceTrack, NoFaceError, RenderStats, _check_face_box,
-                              openness_curve)
+from lipsync.animator import FaceTrack, RenderStats, locate_face, openness_curve
 from lipsync.latentsync.audio import SAMPLE_RATE
 from lipsync.latentsync.pipeline import FPS, LatentSyncPipeline, PipelineOptions, sampling_for_quality
 
 log = logging.getLogger("personaforge.latentsync")
 
-# 5 landmarks from a face box alone (stylised faces the detector misses), as fractions of the box:
-# eyes, nose tip, mouth corners. Matches the animator's mouth (74% down, 36% wide) and the mean
-# face of align.CANONICAL_5 for an MTCNN-shaped box (height about 1.2 x width).
-BOX_LANDMARKS = np.array([[0.30, 0.38], [0.70, 0.38], [0.50, 0.57], [0.32, 0.74], [0.68, 0.74]])
-
-
-def landmarks_from_box(box: Sequence[float]) -> np.ndarray:
-    """(5, 2) landmarks placed by face-box proportions."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return np.array([x0, y0]) + BOX_LANDMARKS * np.array([x1 - x0, y1 - y0])
 
 
 @dataclass(frozen=True)
@@ -92,18 +81,10 @@ class LatentSyncEngine:
         With `face_box`: a detection overlapping it lends its landmarks, else they are placed by the
         box's proportions (source "face_box"). Raises NoFaceError without a face and without a box.
         """
-        h, w = np.asarray(image).shape[:2]
-        box = _check_face_box(face_box, w, h) if face_box is not None else None
-        faces = self.detector.detect(image) if self.detector is not None else []
-        if box is not None:
-            match = max(faces, key=lambda f: iou(f.box, box), default=None)
-            if match is not None and iou(match.box, box) >= FACE_BOX_MATCH_IOU:
-                return FaceTrack.from_face(match)
-            return FaceTrack(np.asarray([box]), landmarks_from_box(box)[None], "face_box")
-        if not faces:
-            raise NoFaceError("no face found in the image; pass input.face_box=[x0,y0,x1,y1] "
-                              "for stylised faces")
-        return FaceTrack.from_face(faces[0])
+        track = locate_face(self.detector, image, face_box)
+        if track.landmarks is None:  # a face_box alone: place the landmarks by its proportions
+            track = FaceTrack(track.boxes, landmarks_from_box(track.boxes[0])[None], "face_box")
+        return track
 
     def render(self, frames: Iterable[np.ndarray], track: FaceTrack, audio: np.ndarray, fps: float,
                write: Callable[[np.ndarray], None], progress: Callable[[float], None] | None = None,
