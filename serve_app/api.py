@@ -12,6 +12,7 @@ Every client mistake is a 4xx with {"error": {"code", "message"}} naming the fie
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -242,12 +243,14 @@ def build_api() -> FastAPI:
         wait_s = min(service.settings.runsync_wait_s, wait / 1000) if wait else \
             service.settings.runsync_wait_s
         await service.wait(rec.id, wait_s)
-        return service.status(rec.id)
+        return await asyncio.to_thread(service.status, rec.id)
 
     @app.get("/v2/{endpoint_id}/status/{job_id}", response_model=StatusResponse,
              responses=ERROR_RESPONSES, response_model_exclude_none=True)
     async def status(endpoint_id: str, job_id: str, request: Request):
-        st = _svc(request).status(_checked_job_id(job_id))
+        # a read-only storage round trip: off the event loop, so a slow bucket cannot stall
+        # the other requests this replica is serving
+        st = await asyncio.to_thread(_svc(request).status, _checked_job_id(job_id))
         if st is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return st
