@@ -2,9 +2,6 @@
 over HTTP on 127.0.0.1 that runs all three job types and measures the media."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 
 import httpx
@@ -28,16 +25,6 @@ def media(tmp_path_factory):
     voice = speechlike(1.5, d / "voice.wav")
     return {"voice": voice, "voice_b64": b64(voice.read_bytes()), "portrait": b64(small_portrait(256))}
 
-
-@pytest.fixture
-def ray_env(monkeypatch):
-    # Ray's unix socket paths must stay under 108 bytes: a short private dir, not tmp_path
-    d = tempfile.mkdtemp(prefix="pfray-", dir="/tmp")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("RAY_TMPDIR", d)
-    yield d
-    if not os.environ.get("PF_KEEP_RAY_LOGS"):
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_composition_in_local_testing_mode(tmp_path, media, ray_env):

@@ -4,9 +4,6 @@ Serve starts a new replica, the runner retries the lost call, and the job ends C
 FAILED with WORKER_LOST) within a bounded time — never stuck IN_PROGRESS."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 
 import httpx
@@ -19,16 +16,6 @@ from tests.hardening.conftest import FINAL, long_job, raw_request
 BOUND_S = 300  # the job must be final this long after the kill
 LIMIT = 8 * 1024 * 1024  # the long job (~2.5 MB of base64) fits
 
-
-@pytest.fixture
-def ray_env(monkeypatch):
-    # Ray's unix socket paths must stay under 108 bytes: a short private dir, not tmp_path
-    d = tempfile.mkdtemp(prefix="pfkill-", dir="/tmp")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("RAY_TMPDIR", d)
-    yield d
-    if not os.environ.get("PF_KEEP_RAY_LOGS"):
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _replicas(ray, deployment: str) -> list[str]:

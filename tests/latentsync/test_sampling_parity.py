@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from lipsync.latentsync.checkpoint import load_unet
 from lipsync.latentsync.config import tiny_unet_config
@@ -20,17 +18,7 @@ from lipsync.latentsync.sampling import (
     initial_latents,
 )
 from lipsync.latentsync.unet import LatentSyncUNet
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "latentsync"
-GOLDEN = FIXTURES / "latentsync_tiny_parity.safetensors"
-FRAMES = 16
-
-torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, torch.Tensor]:
-    return load_file(GOLDEN)
+from tests.latentsync.conftest import FIXTURES, FRAMES, GOLDEN
 
 
 @pytest.fixture(scope="module")

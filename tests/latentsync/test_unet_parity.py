@@ -3,28 +3,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from lipsync.latentsync.checkpoint import load_unet
 from lipsync.latentsync.config import tiny_unet_config
 from lipsync.latentsync.unet import LatentSyncUNet, build_unet
 from lipsync.latentsync.unet_layers import pooled_group_norm, timestep_sinusoid
 from lipsync.latentsync.unet_transformers import frame_position_table
-
-GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "latentsync" / "latentsync_tiny_parity.safetensors"
-FRAMES = 16
-
-torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, torch.Tensor]:
-    return load_file(GOLDEN)
+from tests.latentsync.conftest import FRAMES, GOLDEN
 
 
 @pytest.fixture(scope="module")
