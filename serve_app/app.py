@@ -20,7 +20,7 @@ from deployments.face_restore import FaceRestore
 from deployments.finisher import Finisher
 from deployments.lipsync import LipSync
 from deployments.upscale import Upscale
-from serve_app.api import LinkSigner, bind_service, build_api
+from serve_app.api import bind_service, build_api, open_linked_storage
 from serve_app.service import StudioService
 from serve_app.settings import Settings
 
@@ -51,8 +51,7 @@ class StudioIngress:
         async def call(stage: str, method: str, request):
             return await getattr(handles[stage], method).remote(request)
 
-        signer = LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
-        self.service = StudioService(settings, call, signer=signer)
+        self.service = StudioService(settings, call, storage=open_linked_storage(settings))
         self._handles = handles
         # process-wide, not on the app object: Serve pickles that object for every replica
         bind_service(None, self.service)
@@ -67,8 +66,16 @@ class StudioIngress:
         return {"id": rec.id, "status": rec.status.value}
 
     async def status(self, job_id: str) -> dict | None:
-        st = self.service.status(job_id)
+        st = await asyncio.to_thread(self.service.status, job_id)
         return None if st is None else st.model_dump(mode="json", exclude_none=True)
+
+    async def __del__(self) -> None:
+        """Graceful shutdown (Serve awaits this once the replica's requests have drained). Jobs
+        are tasks of this replica, not requests, so it drains them itself: waiting jobs go back
+        to the other replicas at once, running ones finish within the job limit (the
+        deployment's graceful_shutdown_timeout_s is longer)."""
+        report = await self.service.runner.drain(self.service.settings.job_timeout_s)
+        log.info("Studio drained: %s", report)
 
     async def check_health(self) -> None:
         # Runs on the replica's loop every health_check_period_s: the place to make sure the
@@ -90,7 +97,7 @@ def studio_deployment():
     api = build_api()
 
     @serve.deployment(name="Studio", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=200,
-                      graceful_shutdown_timeout_s=60,
+                      graceful_shutdown_timeout_s=1900, graceful_shutdown_wait_loop_s=2,
                       autoscaling_config=dict(min_replicas=1, max_replicas=10,
                                               target_ongoing_requests=50))
     @serve.ingress(api)
@@ -121,5 +128,7 @@ def _profiled(dep, name: str, profile: str):
     opts = {"num_cpus": _LOCAL_CPUS[name]}
     if profile == "declared-gpu" and name in _GPUS:
         opts["num_gpus"] = _GPUS[name]
-    # one replica each on a laptop: autoscaling to 10 on two cores only thrashes
-    return dep.options(ray_actor_options=opts, num_replicas=1, autoscaling_config=None)
+    # one replica each on a laptop: autoscaling to 10 on two cores only thrashes; Ctrl-C stops
+    # within seconds (a job cut short keeps its record and is re-run at the next start)
+    return dep.options(ray_actor_options=opts, num_replicas=1, autoscaling_config=None,
+                       graceful_shutdown_timeout_s=10)

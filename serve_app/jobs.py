@@ -6,7 +6,9 @@ Layout under the storage root:
     jobs/<job_id>/progress.json   the running stage's progress (written by that stage)
     jobs/<job_id>/cancel          marker: cancel asked (stages check it between chunks)
     jobs/<job_id>/inputs/...      the decoded inputs
+    jobs/<job_id>/claims/<n>      who runs attempt n (created once: the first claimant runs it)
     jobs/_active/<job_id>         index of jobs not yet final (ids never start with "_")
+    jobs/_replicas/<replica_id>   each ingress replica's liveness beat
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from serve_app.schemas import ErrorInfo, JobResult, JobStatus, JobType
 from serve_app.storage import Storage
 
 ACTIVE_PREFIX = "jobs/_active/"
+REPLICAS_PREFIX = "jobs/_replicas/"
 
 
 def record_key(job_id: str) -> str:
@@ -32,6 +35,10 @@ def progress_key(job_id: str) -> str:
 
 def cancel_key(job_id: str) -> str:
     return f"jobs/{job_id}/cancel"
+
+
+def claim_key(job_id: str, attempt: int) -> str:
+    return f"jobs/{job_id}/claims/{attempt}"
 
 
 class JobRecord(BaseModel):
@@ -93,6 +100,27 @@ class JobStore:
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.storage.exists(cancel_key(job_id))
+
+    # Ownership. A run of attempt n starts only after its replica created claims/<n> (a create-if-
+    # absent, so two replicas adopting the same orphan cannot both run it); a run whose attempt
+    # has a successor claim was taken over and must stop without writing a result.
+    def claim(self, job_id: str, attempt: int, replica_id: str) -> bool:
+        return self.storage.put_bytes_if_absent(claim_key(job_id, attempt), replica_id.encode())
+
+    def superseded(self, job_id: str, attempt: int) -> bool:
+        return self.storage.exists(claim_key(job_id, attempt + 1))
+
+    # Replica liveness: one small object per ingress replica, so jobs waiting in a live replica's
+    # queue (which have no heartbeat of their own) are never adopted by another replica.
+    def beat_replica(self, replica_id: str) -> None:
+        self.storage.put_bytes(REPLICAS_PREFIX + replica_id, json.dumps({"t": time.time()}).encode())
+
+    def replica_seen(self, replica_id: str) -> float | None:
+        raw = self.storage.get_bytes(REPLICAS_PREFIX + replica_id)
+        return float(json.loads(raw)["t"]) if raw else None
+
+    def drop_replica(self, replica_id: str) -> None:
+        self.storage.delete(REPLICAS_PREFIX + replica_id)
 
 
 def _dump(record: JobRecord) -> bytes:

@@ -22,6 +22,7 @@ log = logging.getLogger("personaforge.jobs")
 
 HEARTBEAT_S = 5.0
 REAP_EVERY_S = 15.0
+FINAL_SAVE_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0)  # storage down: keep the result
 STAGE_RETRIES = 2          # a stage call whose replica died is retried this many times
 STAGE_RETRY_DELAY_S = 2.0
 # Ray's errors for "the replica/actor went away" (matched by name to keep this module Ray-free)
@@ -33,8 +34,8 @@ StageCall = Callable[[str, str, Any], Awaitable[Any]]  # (stage, method, request
 
 
 class QueueFull(Exception):
-    def __init__(self, retry_after_s: int):
-        super().__init__(f"too many jobs waiting; retry in {retry_after_s}s")
+    def __init__(self, retry_after_s: int, reason: str = "too many jobs waiting"):
+        super().__init__(f"{reason}; retry in {retry_after_s}s")
         self.retry_after_s = retry_after_s
 
 
@@ -67,8 +68,12 @@ class JobContext:
         self.record.stage = f"{stage}.{method}"
         self.record.stage_span = span
         self.record.progress = span[0]
-        self.store.save(self.record)
-        self.store.set_progress(self.job_id, self.record.stage, 0.0)
+        try:  # status bookkeeping: a storage hiccup here must not fail the job
+            await asyncio.to_thread(self.store.save, self.record)
+            await asyncio.to_thread(self.store.set_progress, self.job_id, self.record.stage, 0.0)
+        except Exception as e:  # noqa: BLE001
+            log.warning("job %s: could not record stage %s (%s)", self.job_id, self.record.stage,
+                        type(e).__name__)
         t0 = time.monotonic()
         for attempt in range(STAGE_RETRIES + 1):
             try:
@@ -92,6 +97,10 @@ Graph = Callable[[JobContext], Awaitable[JobResult]]
 
 
 class JobRunner:
+    """Runs the jobs of one ingress replica. Every storage call goes through a thread: with S3
+    storage a call can take seconds (retries with backoff), and the event loop also answers
+    status requests."""
+
     def __init__(self, settings: Settings, storage: Storage, graphs: dict[JobType, Graph],
                  call: StageCall, replica_id: str | None = None):
         self.settings, self.storage, self.graphs, self._call = settings, storage, graphs, call
@@ -100,21 +109,26 @@ class JobRunner:
         self._slots = asyncio.Semaphore(settings.max_running_jobs)
         self._tasks: dict[str, asyncio.Task] = {}
         self._done: dict[str, asyncio.Event] = {}
-        self._running = 0
+        self._running_ids: set[str] = set()
+        self._taken_over: set[str] = set()  # runs that found a later attempt claimed elsewhere
         self._admitting = 0  # submissions holding a queue place (see admission())
+        self._draining = False
         self._reaper: asyncio.Task | None = None
-        self.counts = {"completed": 0, "failed": 0, "retried": 0}
+        self._beat: asyncio.Task | None = None
+        self.counts = {"completed": 0, "failed": 0, "retried": 0, "taken_over": 0}
 
     # ---- admission -------------------------------------------------------------------------
     @property
     def waiting(self) -> int:
-        return len(self._tasks) - self._running
+        return len(self._tasks) - len(self._running_ids)
 
     @property
     def running(self) -> int:
-        return self._running
+        return len(self._running_ids)
 
     def check_capacity(self) -> None:
+        if self._draining:
+            raise QueueFull(retry_after_s=5, reason="this replica is shutting down")
         if self.waiting + self._admitting >= self.settings.max_queued_jobs:
             raise QueueFull(retry_after_s=max(5, int(self.settings.job_timeout_s // 60)))
 
@@ -130,9 +144,10 @@ class JobRunner:
         finally:
             self._admitting -= 1
 
-    def submit(self, record: JobRecord) -> tuple[JobRecord, bool]:
+    async def submit(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store the record (idempotent on id) and start it; returns (record, created?)."""
-        stored, created = self.store.create(record)
+        record.owner = self.replica_id
+        stored, created = await asyncio.to_thread(self.store.create, record)
         if created:
             self._start(stored.id)
         return stored, created
@@ -156,11 +171,11 @@ class JobRunner:
     async def _execute(self, job_id: str) -> None:
         try:
             async with self._slots:
-                self._running += 1
+                self._running_ids.add(job_id)
                 try:
                     await self._run_once(job_id)
                 finally:
-                    self._running -= 1
+                    self._running_ids.discard(job_id)
         finally:
             self._tasks.pop(job_id, None)
             event = self._done.pop(job_id, None)
@@ -168,17 +183,21 @@ class JobRunner:
                 event.set()
 
     async def _run_once(self, job_id: str) -> None:
-        rec = self.store.get(job_id)
+        rec = await asyncio.to_thread(self.store.get, job_id)
         if rec is None or rec.status.final:
             return
-        if self.store.cancel_requested(job_id):
-            return self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
+        if await asyncio.to_thread(self.store.cancel_requested, job_id):
+            return await self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
                 code="CANCELLED", message="cancelled before it started"))
+        attempt = rec.attempts + 1
+        if not await asyncio.to_thread(self.store.claim, job_id, attempt, self.replica_id):
+            log.info("job %s: attempt %d already runs on another replica", job_id, attempt)
+            return
         now = time.time()
         rec.status, rec.owner, rec.heartbeat_at = JobStatus.IN_PROGRESS, self.replica_id, now
-        rec.attempts += 1
+        rec.attempts = attempt
         rec.started_at = rec.started_at or now
-        self.store.save(rec)
+        await asyncio.to_thread(self.store.save, rec)
         ctx = JobContext(rec, self.settings, self.storage, self.store, self._call, [])
         beat = asyncio.get_running_loop().create_task(self._heartbeat(rec))
         budget = self.settings.job_timeout_s - (time.time() - rec.created_at)
@@ -188,79 +207,133 @@ class JobRunner:
             result.duration_ms = int((time.monotonic() - t0) * 1000)
             result.metadata.setdefault("stages", ctx.stage_log)
             result.metadata.setdefault("attempts", rec.attempts)
-            self._finish(rec, JobStatus.COMPLETED, result=result)
+            await self._finish(rec, JobStatus.COMPLETED, result=result)
         except asyncio.TimeoutError:
             # the stage call still running elsewhere (a replica, a thread) stops at its next
             # progress check instead of working on for a job nobody will read
-            self.store.request_cancel(job_id)
-            self._finish(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
+            await asyncio.to_thread(self.store.request_cancel, job_id)
+            await self._finish(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
                 code="TIMED_OUT", message=f"job exceeded {self.settings.job_timeout_s:.0f}s"))
         except JobCancelled:
-            self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
+            await self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
                 code="CANCELLED", message="the job was cancelled"))
         except asyncio.CancelledError:
-            if self.store.cancel_requested(job_id):
-                self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
+            if job_id in self._taken_over:
+                self._taken_over.discard(job_id)
+                log.warning("job %s: attempt %d was taken over by another replica; this run "
+                            "stops without writing a result", job_id, attempt)
+                self.counts["taken_over"] += 1
+                return
+            if await asyncio.to_thread(self.store.cancel_requested, job_id):
+                await self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
                     code="CANCELLED", message="the job was cancelled"))
             raise  # replica shutting down: the record stays IN_PROGRESS and its lease expires
         except StageError as e:
-            self._finish(rec, JobStatus.FAILED, error=ErrorInfo(code=e.code, message=e.message))
+            await self._finish(rec, JobStatus.FAILED, error=ErrorInfo(code=e.code, message=e.message))
         except Exception as e:  # noqa: BLE001 - any other failure is reported, never lost
             log.exception("job %s failed", job_id)
-            self._finish(rec, JobStatus.FAILED, error=ErrorInfo(
+            await self._finish(rec, JobStatus.FAILED, error=ErrorInfo(
                 code="INTERNAL", message=f"{type(e).__name__}: {_short(e)}"))
         finally:
             beat.cancel()
 
-    def _finish(self, rec: JobRecord, status: JobStatus, *, result: JobResult | None = None,
-                error: ErrorInfo | None = None) -> None:
+    def _mark_final(self, rec: JobRecord, status: JobStatus, *, result: JobResult | None = None,
+                    error: ErrorInfo | None = None) -> None:
         rec.status, rec.finished_at = status, time.time()
         rec.progress = 1.0 if status == JobStatus.COMPLETED else rec.progress
         rec.result = result or JobResult(success=False, error=error,
                                          metadata={"job_id": rec.id, "attempts": rec.attempts})
         rec.error = error
-        self.store.save(rec)
         self.counts["completed" if status == JobStatus.COMPLETED else "failed"] += 1
         log.info("job %s %s%s", rec.id, status.value, f" ({error.code})" if error else "")
 
+    def _save_final(self, rec: JobRecord) -> bool:
+        """Write the final record unless a later attempt was claimed elsewhere (then that run's
+        result is the job's). True if written."""
+        if rec.attempts and self.store.superseded(rec.id, rec.attempts):
+            log.warning("job %s: attempt %d was taken over; its result is not written",
+                        rec.id, rec.attempts)
+            return False
+        self.store.save(rec)
+        return True
+
+    async def _finish(self, rec: JobRecord, status: JobStatus, *, result: JobResult | None = None,
+                      error: ErrorInfo | None = None) -> None:
+        """Record the end of a job. Storage down: retry with backoff (the result is in memory and
+        the outputs are already stored); if it stays down, the record keeps its stale heartbeat
+        and the reaper of some replica re-runs the job once storage is back: nothing is lost."""
+        self._mark_final(rec, status, result=result, error=error)
+        for delay in (*FINAL_SAVE_BACKOFF_S, None):
+            try:
+                await asyncio.to_thread(self._save_final, rec)
+                return
+            except Exception as e:  # noqa: BLE001 - storage errors of either backend
+                if delay is None:
+                    log.error("job %s: could not record %s after %d tries (%s); it will be re-run",
+                              rec.id, status.value, len(FINAL_SAVE_BACKOFF_S) + 1, type(e).__name__)
+                    return
+                log.warning("job %s: recording %s failed (%s), retrying in %.0fs", rec.id,
+                            status.value, type(e).__name__, delay)
+                await asyncio.sleep(delay)
+
     async def _heartbeat(self, rec: JobRecord) -> None:
+        """Every HEARTBEAT_S: stop on a cancel marker or a takeover, else refresh the lease. A
+        storage error skips one beat; it never ends the heartbeat."""
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            if self.store.cancel_requested(rec.id):
-                task = self._tasks.get(rec.id)
-                if task:
-                    task.cancel()
-                return
-            rec.heartbeat_at = time.time()
-            self.store.save(rec)
+            try:
+                cancelled = await asyncio.to_thread(self.store.cancel_requested, rec.id)
+                taken = await asyncio.to_thread(self.store.superseded, rec.id, rec.attempts)
+                if cancelled or taken:
+                    task = self._tasks.get(rec.id)
+                    if taken:
+                        self._taken_over.add(rec.id)
+                    if task:
+                        task.cancel()
+                    return
+                rec.heartbeat_at = time.time()
+                await asyncio.to_thread(self.store.save, rec)
+            except Exception as e:  # noqa: BLE001
+                log.warning("job %s: heartbeat skipped (%s)", rec.id, type(e).__name__)
 
-    def cancel(self, job_id: str) -> JobRecord | None:
-        rec = self.store.get(job_id)
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        rec = await asyncio.to_thread(self.store.get, job_id)
         if rec is None or rec.status.final:
             return rec
-        self.store.request_cancel(job_id)
+        await asyncio.to_thread(self.store.request_cancel, job_id)
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()
-            if rec.status == JobStatus.IN_QUEUE:
+            if job_id not in self._running_ids:
                 # still waiting for a slot: it never starts, so nothing else would record it
-                # (a task past the slot finds the record final and returns)
-                self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
+                await self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
                     code="CANCELLED", message="cancelled before it started"))
         else:  # owned elsewhere (or orphaned): its owner's heartbeat sees the marker
             rec.status, rec.finished_at = JobStatus.CANCELLED, time.time()
             rec.error = ErrorInfo(code="CANCELLED", message="the job was cancelled")
             rec.result = JobResult(success=False, error=rec.error, metadata={"job_id": rec.id})
-            self.store.save(rec)
+            await asyncio.to_thread(self.store.save, rec)
         return rec
 
-    # ---- recovery --------------------------------------------------------------------------
+    # ---- liveness, recovery and drain ------------------------------------------------------
     def start_reaper(self) -> None:
+        """Start this replica's background loops: its liveness beat and the reaper."""
+        loop = asyncio.get_running_loop()
+        if self._beat is None:
+            self._beat = loop.create_task(self._beat_forever())
         if self._reaper is None:
-            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+            self._reaper = loop.create_task(self._reap_forever())
+
+    async def _beat_forever(self) -> None:
+        while not self._draining:
+            try:
+                await asyncio.to_thread(self.store.beat_replica, self.replica_id)
+            except Exception as e:  # noqa: BLE001 - a missed beat only risks an early adoption
+                log.warning("replica beat skipped (%s)", type(e).__name__)
+            await asyncio.sleep(HEARTBEAT_S)
 
     async def _reap_forever(self) -> None:
-        while True:
+        while not self._draining:
             try:
                 await self.reap()
             except Exception:  # noqa: BLE001 - the reaper must outlive storage hiccups
@@ -268,12 +341,28 @@ class JobRunner:
             await asyncio.sleep(REAP_EVERY_S)
 
     async def reap(self) -> list[str]:
-        """Adopt jobs whose owner stopped heartbeating: re-run them, or fail them with a reason
-        after max_attempts. Returns the ids acted on."""
+        """Adopt jobs whose owner is gone: re-run them, or fail them with a reason after
+        max_attempts. Returns the ids acted on."""
         acted, restart = await asyncio.to_thread(self._reap_scan)
         for job_id in restart:
             self._start(job_id)
         return acted
+
+    def _owner_alive(self, rec: JobRecord, now: float) -> bool:
+        """A job is its owner's while the owner beats: its own heartbeat while it runs, the
+        replica's beat while it waits in that replica's queue. A released job (owner None, left
+        by a draining replica) is free at once."""
+        if rec.owner is None:
+            return rec.status != JobStatus.IN_QUEUE and \
+                now - (rec.heartbeat_at or rec.created_at) < self.settings.lease_s
+        if rec.owner == self.replica_id:
+            return rec.id in self._tasks
+        last = rec.heartbeat_at or rec.created_at
+        if now - last < self.settings.lease_s:
+            return True
+        seen = self.store.replica_seen(rec.owner)
+        return seen is not None and now - seen < self.settings.lease_s and \
+            rec.status == JobStatus.IN_QUEUE
 
     def _reap_scan(self) -> tuple[list[str], list[str]]:
         acted, restart = [], []
@@ -282,18 +371,17 @@ class JobRunner:
             if job_id in self._tasks:
                 continue
             rec = self.store.get(job_id)
-            if rec is None or rec.status.final:
-                continue
-            last = rec.heartbeat_at or rec.created_at
-            if now - last < self.settings.lease_s:
+            if rec is None or rec.status.final or self._owner_alive(rec, now):
                 continue
             if now - rec.created_at > self.settings.job_timeout_s:
-                self._finish(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
+                self._mark_final(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
                     code="TIMED_OUT", message="job exceeded its time limit while its worker was lost"))
+                self._save_final(rec)
             elif rec.attempts >= self.settings.max_attempts:
-                self._finish(rec, JobStatus.FAILED, error=ErrorInfo(
+                self._mark_final(rec, JobStatus.FAILED, error=ErrorInfo(
                     code="WORKER_LOST", message=f"the worker running this job stopped responding "
                     f"{rec.attempts} times; giving up"))
+                self._save_final(rec)
             else:
                 rec.status, rec.owner, rec.heartbeat_at = JobStatus.IN_QUEUE, self.replica_id, now
                 self.store.save(rec)
@@ -302,11 +390,36 @@ class JobRunner:
             acted.append(job_id)
         return acted, restart
 
-    async def shutdown(self) -> None:
-        if self._reaper:
-            self._reaper.cancel()
-        for task in list(self._tasks.values()):
+    async def drain(self, timeout_s: float) -> dict:
+        """Replica shutdown: take no new jobs, hand the waiting ones back (other replicas adopt
+        them at their next reaper pass), and let the running ones finish within `timeout_s`.
+        Returns what happened, for the log."""
+        self._draining = True
+        for task in (self._reaper, self._beat):
+            if task:
+                task.cancel()
+        waiting = [job_id for job_id in self._tasks if job_id not in self._running_ids]
+        for job_id in waiting:
+            self._tasks[job_id].cancel()
+        await asyncio.to_thread(self._release, waiting)
+        running = [t for j, t in self._tasks.items() if j in self._running_ids]
+        done, pending = await asyncio.wait(running, timeout=timeout_s) if running else (set(), set())
+        for task in pending:  # past the budget: their leases expire and another replica re-runs them
             task.cancel()
+        return {"released": len(waiting), "finished": len(done), "abandoned": len(pending)}
+
+    def _release(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            rec = self.store.get(job_id)
+            if rec is not None and rec.status == JobStatus.IN_QUEUE and rec.owner == self.replica_id:
+                rec.owner = None
+                self.store.save(rec)
+        self.store.drop_replica(self.replica_id)
+
+    async def shutdown(self) -> None:
+        for task in (self._reaper, self._beat, *self._tasks.values()):
+            if task:
+                task.cancel()
 
 
 def _short(e: BaseException, limit: int = 400) -> str:

@@ -40,8 +40,11 @@ def test_serve_config_is_valid_and_matches_the_app():
         assert d["ray_actor_options"].get("num_gpus", 0) == GPU.get(name, 0)
         if name in GPU:
             assert d["max_ongoing_requests"] == 1
-        if name != "Studio":  # a rollout must never cut a running job short
-            assert d["graceful_shutdown_timeout_s"] > 1800
+        # a rollout must never cut a running job short (Studio drains its job tasks itself)
+        assert d["graceful_shutdown_timeout_s"] > float(app.runtime_env["env_vars"]["PF_JOB_TIMEOUT_S"])
+    running = int(app.runtime_env["env_vars"]["PF_MAX_RUNNING_JOBS"])
+    # one Studio replica keeps every GPU stage's 10 replicas busy
+    assert running >= max(by_name[n]["autoscaling_config"]["max_replicas"] for n in GPU)
     assert sum(GPU.values()) == 1.0
 
 
@@ -53,6 +56,7 @@ def test_decorator_defaults_equal_serve_config():
         opts = dep._deployment_config
         assert dep.ray_actor_options.get("num_gpus", 0) == by_name[name]["ray_actor_options"].get("num_gpus", 0)
         assert opts.max_ongoing_requests == by_name[name]["max_ongoing_requests"]
+        assert opts.graceful_shutdown_timeout_s == by_name[name]["graceful_shutdown_timeout_s"]
 
 
 def test_local_profile_requests_no_gpu_and_fits_two_cores():

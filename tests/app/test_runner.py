@@ -51,10 +51,10 @@ def test_completes_once_and_resubmit_returns_same_job(settings):
 
     async def main():
         runner = make_runner(settings, graph)
-        rec, created = runner.submit(record())
-        again, created_again = runner.submit(record())
+        rec, created = await runner.submit(record())
+        again, created_again = await runner.submit(record())
         final = await wait_final(runner, "j1")
-        third, created_third = runner.submit(record())
+        third, created_third = await runner.submit(record())
         await asyncio.sleep(0.05)
         return final, created, created_again, created_third, third
 
@@ -73,7 +73,7 @@ def test_timeout_ends_timed_out(settings):
 
     async def main():
         runner = make_runner(settings, graph, job_timeout_s=0.3)
-        runner.submit(record())
+        await runner.submit(record())
         return await wait_final(runner, "j1")
 
     rec = asyncio.run(main())
@@ -81,17 +81,15 @@ def test_timeout_ends_timed_out(settings):
 
 
 def test_cancel_while_running(settings):
-    started = asyncio.Event
-
     async def graph(ctx):
         await asyncio.sleep(30)
 
     async def main():
         runner = make_runner(settings, graph)
-        runner.submit(record())
+        await runner.submit(record())
         await asyncio.sleep(0.1)
         assert runner.store.get("j1").status == JobStatus.IN_PROGRESS
-        runner.cancel("j1")
+        await runner.cancel("j1")
         rec = await wait_final(runner, "j1", timeout=3)
         return rec, runner.store.cancel_requested("j1")
 
@@ -105,7 +103,7 @@ def test_stage_error_fails_with_its_code(settings):
 
     async def main():
         runner = make_runner(settings, graph)
-        runner.submit(record())
+        await runner.submit(record())
         return await wait_final(runner, "j1")
 
     rec = asyncio.run(main())
@@ -130,7 +128,7 @@ def test_lost_stage_worker_is_retried_then_failed(settings, monkeypatch, failure
 
     async def main():
         runner = make_runner(settings, graph, call)
-        runner.submit(record())
+        await runner.submit(record())
         return await wait_final(runner, "j1")
 
     rec = asyncio.run(main())
@@ -179,10 +177,10 @@ def test_queue_full_refuses_with_retry_hint(settings):
     async def main():
         runner = make_runner(settings, graph, max_running_jobs=1, max_queued_jobs=1)
         runner.check_capacity()
-        runner.submit(record("a"))
+        await runner.submit(record("a"))
         await asyncio.sleep(0.05)
         runner.check_capacity()          # a is running, nobody waiting
-        runner.submit(record("b"))
+        await runner.submit(record("b"))
         await asyncio.sleep(0.05)
         with pytest.raises(QueueFull) as e:
             runner.check_capacity()      # b waits: the queue (1) is full

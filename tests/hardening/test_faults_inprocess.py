@@ -42,7 +42,7 @@ def _fraction(store: JobStore, job_id: str) -> float:
 
 
 @pytest.mark.slow
-def test_cancel_stops_the_stage_and_frees_the_slot(sandbox, long_media, tiny_media):
+def test_cancel_stops_the_stage_and_frees_the_slot(sandbox, long_media, tiny_media, figures):
     rec = Recorder()
     settings = sandbox.settings(max_running_jobs=1)
     store = JobStore(LocalStorage(settings.storage_dir, "http://x"))
@@ -78,12 +78,13 @@ def test_cancel_stops_the_stage_and_frees_the_slot(sandbox, long_media, tiny_med
         assert (settings.storage_dir / "videos/next-b/lipsync.mp4").is_file()
         assert not rec.of("queued-c") and store.get("queued-c").status.value == "CANCELLED"
         assert store.active_ids() == []
-    print(f"\ncancel: stage stopped {call.ended - call.started:.2f}s into lip-sync at "
-          f"{frozen:.0%}; next job started {b_rec.started_at - t_cancel:.2f}s after the cancel")
+    figures.count("faults injected", 1, "cancel mid-lip-sync")
+    figures.note("cancel", f"stage stopped {call.ended - call.started:.2f}s into lip-sync at "
+                 f"{frozen:.0%}; next job started {b_rec.started_at - t_cancel:.2f}s after the cancel")
 
 
 @pytest.mark.slow
-def test_job_past_its_time_limit_ends_timed_out_and_stops(sandbox, long_media, tiny_media):
+def test_job_past_its_time_limit_ends_timed_out_and_stops(sandbox, long_media, tiny_media, figures):
     rec = Recorder()
     settings = sandbox.settings(max_running_jobs=1, job_timeout_s=3.0)
     store = JobStore(LocalStorage(settings.storage_dir, "http://x"))
@@ -102,7 +103,8 @@ def test_job_past_its_time_limit_ends_timed_out_and_stops(sandbox, long_media, t
         # and the slot is free for the next job
         assert c.post(f"{BASE}/run", json={"input": tiny_job(tiny_media, "after-t")}).status_code == 200
         assert wait_final_http(c, "after-t")["status"] == "COMPLETED"
-    print(f"\ntimeout: TIMED_OUT; lip-sync stopped at {frozen:.0%}")
+    figures.count("faults injected", 1, "job past its time limit")
+    figures.note("timeout", f"TIMED_OUT; lip-sync stopped at {frozen:.0%}")
 
 
 class OutageAtUpload:
@@ -136,7 +138,7 @@ class OutageAtUpload:
 
 @pytest.mark.slow
 def test_s3_outages_mid_job_are_retried_and_the_job_completes(tmp_path, sandbox, long_media,
-                                                             caplog, monkeypatch):
+                                                             caplog, monkeypatch, figures):
     """Two outages of the S3 server in one job: one at a random point of the lip-sync stage
     (progress writes, cancel checks, heartbeats hit it), one exactly on the final upload."""
     monkeypatch.setattr("serve_app.storage.UPLOAD_BACKOFF_S", 0.5)
@@ -182,11 +184,12 @@ def test_s3_outages_mid_job_are_retried_and_the_job_completes(tmp_path, sandbox,
     video = tmp_path / "s3" / "media" / final_key
     assert abs(probe(video).duration_s - probe(long_media["voice_path"]).duration_s) <= 1 / 25 + 1e-3
     assert rec.wait_ended("s3-1", "lipsync").error is None
-    print(f"\ns3 outages: {outage_s:.0f}s mid-lip-sync + 3s at the final upload; "
-          f"{len(failed_sends)} failed S3 requests, upload retries: {upload_retries}; COMPLETED")
+    figures.count("faults injected", 2, "S3 server stopped")
+    figures.note("s3 outages", f"{outage_s:.0f}s mid-lip-sync + 3s at the final upload; "
+                 f"{len(failed_sends)} failed S3 requests, upload retries: {upload_retries}; COMPLETED")
 
 
-def test_storage_failing_in_an_unexpected_way_is_503_not_500(sandbox, tiny_media, monkeypatch):
+def test_storage_failing_in_an_unexpected_way_is_503_not_500(sandbox, tiny_media, monkeypatch, figures):
     """Seen under the S3 restart above: botocore raised AttributeError (not one of its own
     errors) parsing a 5xx GetObject body. A status read failing like that answers 503 with
     Retry-After, and the job is still there once storage answers again."""
@@ -205,3 +208,4 @@ def test_storage_failing_in_an_unexpected_way_is_503_not_500(sandbox, tiny_media
         assert r.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
         assert c.get(f"{BASE}/status/odd-1").json()["status"] == "IN_QUEUE"
         c.post(f"{BASE}/purge-queue")
+    figures.count("faults injected", 1, "storage raising an unexpected error")

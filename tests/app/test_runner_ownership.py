@@ -1,0 +1,275 @@
+"""JobRunner across replicas and through storage trouble, without Ray: several runners share one
+store the way several ingress replicas share the bucket.
+
+- a job waiting in a live replica's queue is never adopted by another replica;
+- a draining replica hands its waiting jobs over at once and finishes its running ones;
+- two replicas adopting the same orphan run it once;
+- a run whose attempt was taken over stops and writes nothing;
+- storage failing longer than one call's retries: heartbeats go on, the result is recorded once
+  storage is back, nothing is lost;
+- storage calls never block the event loop (status answers share it).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from serve_app import runner as runner_mod
+from serve_app.runner import JobRunner
+from serve_app.schemas import JobResult, JobStatus, JobType
+from serve_app.storage import LocalStorage, StorageError
+from tests.app.test_runner import record, wait_final
+
+
+class FlakyStorage(LocalStorage):
+    """Local storage that can be switched to fail (an outage) or to answer slowly."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.down = False
+        self.delay_s = 0.0
+        self.failed_calls = 0
+
+    def _gate(self) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.down:
+            self.failed_calls += 1
+            raise StorageError("storage unreachable: EndpointConnectionError")
+
+    def put_bytes(self, key, data):
+        self._gate()
+        return super().put_bytes(key, data)
+
+    def put_bytes_if_absent(self, key, data):
+        self._gate()
+        return super().put_bytes_if_absent(key, data)
+
+    def get_bytes(self, key):
+        self._gate()
+        return super().get_bytes(key)
+
+    def exists(self, key):
+        self._gate()
+        return super().exists(key)
+
+
+@pytest.fixture
+def fast_clock(monkeypatch):
+    """Seconds-scale liveness timings shrunk so the tests run in a few seconds."""
+    monkeypatch.setattr(runner_mod, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(runner_mod, "REAP_EVERY_S", 0.05)
+    monkeypatch.setattr(runner_mod, "FINAL_SAVE_BACKOFF_S", (0.05,) * 6)
+
+
+def replica(settings, storage, graph, name, **overrides):
+    s = settings.model_copy(update=overrides)
+
+    async def call(stage, method, req):
+        return {"stage": stage}
+
+    return JobRunner(s, storage, {JobType.lipsync_only: graph}, call, replica_id=name)
+
+
+class Gate:
+    """A graph that records every run and blocks until released."""
+
+    def __init__(self):
+        self.runs: list[tuple[str, str]] = []
+        self.release = asyncio.Event()
+
+    def graph_for(self, name):
+        async def graph(ctx):
+            self.runs.append((name, ctx.job_id))
+            await self.release.wait()
+            return JobResult(success=True, output={"by": name})
+        return graph
+
+
+def test_queued_job_of_a_live_replica_is_not_adopted_and_drain_hands_it_over(settings, fast_clock, figures):
+    storage = LocalStorage(settings.storage_dir, "http://x")
+    gate = Gate()
+
+    async def main():
+        a = replica(settings, storage, gate.graph_for("a"), "replica-a", lease_s=0.3, max_running_jobs=1)
+        b = replica(settings, storage, gate.graph_for("b"), "replica-b", lease_s=0.3, max_running_jobs=1)
+        a.start_reaper()
+        b.start_reaper()
+        await a.submit(record("busy"))
+        await a.submit(record("waiting"))
+        await asyncio.sleep(1.5)  # five leases: "waiting" has no heartbeat of its own
+        adopted_early = [j for _, j in gate.runs if j == "waiting"]
+        waiting_owner = a.store.get("waiting").owner
+        drain = asyncio.create_task(a.drain(timeout_s=10))
+        await asyncio.sleep(0.3)
+        gate.release.set()  # the running job finishes inside the drain budget
+        report = await drain
+        waiting = await wait_final(b, "waiting")
+        busy = await wait_final(b, "busy")
+        await b.shutdown()
+        return adopted_early, waiting_owner, report, waiting, busy
+
+    adopted_early, waiting_owner, report, waiting, busy = asyncio.run(main())
+    assert adopted_early == [] and waiting_owner == "replica-a"
+    assert report == {"released": 1, "finished": 1, "abandoned": 0}
+    assert busy.status == JobStatus.COMPLETED and busy.result.output == {"by": "a"}
+    assert waiting.status == JobStatus.COMPLETED and waiting.result.output == {"by": "b"}
+    assert sorted(gate.runs) == [("a", "busy"), ("b", "waiting")]  # each ran once
+    assert waiting.attempts == 1
+    figures.count("faults injected", 1, "ingress replica drained with jobs queued and running")
+
+
+def test_two_replicas_adopting_one_orphan_run_it_once(settings, fast_clock, figures):
+    storage = LocalStorage(settings.storage_dir, "http://x")
+    gate = Gate()
+    gate.release.set()
+
+    async def main():
+        orphan = record("orphan")
+        orphan.status, orphan.owner = JobStatus.IN_PROGRESS, "dead-replica"
+        orphan.attempts, orphan.heartbeat_at = 1, time.time() - 60
+        replicas = [replica(settings, storage, gate.graph_for(n), n, lease_s=1.0) for n in "abc"]
+        replicas[0].store.create(orphan)
+        await asyncio.gather(*(r.reap() for r in replicas))
+        rec = await wait_final(replicas[0], "orphan")
+        await asyncio.sleep(0.2)
+        return rec
+
+    rec = asyncio.run(main())
+    assert rec.status == JobStatus.COMPLETED
+    assert len(gate.runs) == 1 and rec.result.output == {"by": gate.runs[0][0]}
+    assert rec.attempts == 2
+    figures.count("faults injected", 1, "three replicas adopting one orphaned job")
+
+
+def test_a_run_that_was_taken_over_stops_without_writing(settings, fast_clock, figures):
+    storage = LocalStorage(settings.storage_dir, "http://x")
+    gate = Gate()
+
+    async def main():
+        a = replica(settings, storage, gate.graph_for("a"), "replica-a")
+        await a.submit(record("j1"))
+        while not gate.runs:
+            await asyncio.sleep(0.01)
+        # another replica adopted the job (a's heartbeats looked lost to it) and ran attempt 2
+        assert a.store.claim("j1", 2, "replica-b")
+        done = a.store.get("j1")
+        done.status, done.attempts, done.owner = JobStatus.COMPLETED, 2, "replica-b"
+        done.result = JobResult(success=True, output={"by": "b"})
+        a.store.save(done)
+        for _ in range(100):
+            if "j1" not in a._tasks:
+                break
+            await asyncio.sleep(0.02)
+        return a, a.store.get("j1")
+
+    a, rec = asyncio.run(main())
+    assert "j1" not in a._tasks and a.counts["taken_over"] == 1
+    assert rec.status == JobStatus.COMPLETED and rec.result.output == {"by": "b"}
+    figures.count("faults injected", 1, "a run taken over by another replica")
+
+
+def test_storage_outage_longer_than_retries_loses_nothing(settings, fast_clock, monkeypatch, figures):
+    storage = FlakyStorage(settings.storage_dir, "http://x")
+
+    async def main():
+        release = asyncio.Event()
+
+        async def graph(ctx):
+            await release.wait()
+            return JobResult(success=True, output={"ok": True})
+
+        a = replica(settings, storage, graph, "replica-a")
+        a.start_reaper()
+        await a.submit(record("j1"))
+        await asyncio.sleep(0.2)
+        storage.down = True          # outage: heartbeats and the replica beat fail...
+        await asyncio.sleep(0.3)
+        release.set()                # ...and the job ends while storage is still down
+        await asyncio.sleep(0.15)
+        beats_alive = a._beat is not None and not a._beat.done()
+        storage.down = False         # back inside the final-save backoff
+        rec = await wait_final(a, "j1")
+        await a.shutdown()
+        return rec, beats_alive
+
+    rec, beats_alive = asyncio.run(main())
+    assert storage.failed_calls >= 3
+    assert beats_alive
+    assert rec.status == JobStatus.COMPLETED and rec.result.output == {"ok": True}
+    figures.count("faults injected", 1, "storage down across heartbeats and the final save")
+
+
+def test_storage_outage_past_every_retry_is_rerun_by_a_reaper(settings, fast_clock, figures):
+    """Storage stays down past the final-save backoff: the record keeps its stale lease and the
+    next reaper pass re-runs the job once storage is back."""
+    storage = FlakyStorage(settings.storage_dir, "http://x")
+    runs = []
+
+    async def main():
+        async def graph(ctx):
+            runs.append(ctx.job_id)
+            if len(runs) == 1:
+                storage.down = True  # goes down before the result can be written
+            return JobResult(success=True, output={"run": len(runs)})
+
+        a = replica(settings, storage, graph, "replica-a", lease_s=0.2)
+        await a.submit(record("j1"))
+        await asyncio.sleep(1.0)     # every final-save retry fails
+        storage.down = False
+        stuck = a.store.get("j1")
+        b = replica(settings, storage, graph, "replica-b", lease_s=0.2)
+        await asyncio.sleep(0.3)
+        acted = await b.reap()
+        rec = await wait_final(b, "j1")
+        return stuck, acted, rec
+
+    stuck, acted, rec = asyncio.run(main())
+    assert stuck.status == JobStatus.IN_PROGRESS
+    assert acted == ["j1"] and runs == ["j1", "j1"]
+    assert rec.status == JobStatus.COMPLETED and rec.result.output == {"run": 2}
+    figures.count("faults injected", 1, "storage down past every final-save retry")
+
+
+def test_slow_storage_never_blocks_the_event_loop(settings, fast_clock, figures):
+    """Every storage call takes 0.4 s (a slow S3); a ticker on the same loop (where status
+    requests are answered) must keep ticking while jobs are submitted, run and finish."""
+    storage = FlakyStorage(settings.storage_dir, "http://x")
+    storage.delay_s = 0.4
+
+    async def graph(ctx):
+        await ctx.call("lipsync", "run", {})
+        return JobResult(success=True, output={})
+
+    async def main():
+        gaps, stop = [], asyncio.Event()
+
+        async def ticker():
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        a = replica(settings, storage, graph, "replica-a")
+        a.start_reaper()
+        await asyncio.gather(*(a.submit(record(f"j{i}")) for i in range(3)))
+        recs = []
+        for i in range(3):  # polled off the loop, as the status route reads
+            while not (rec := await asyncio.to_thread(a.store.get, f"j{i}")).status.final:
+                await asyncio.sleep(0.05)
+            recs.append(rec)
+        await a.cancel("j0")
+        stop.set()
+        await tick
+        await a.shutdown()
+        return recs, max(gaps)
+
+    recs, worst_gap = asyncio.run(main())
+    assert all(r.status == JobStatus.COMPLETED for r in recs)
+    assert worst_gap < 0.3, f"the event loop stalled {worst_gap:.2f}s behind a storage call"
+    figures.count("faults injected", 1, "storage answering 0.4 s per call")
