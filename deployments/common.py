@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 import time
 
+from serve_app.api import open_linked_storage
 from serve_app.settings import Settings
+from serve_app.storage import Storage
 
 log = logging.getLogger("ray.serve")
 
@@ -21,8 +23,11 @@ GPU_STAGE_OPTIONS = dict(
 )
 
 
-def stage_settings(overrides: dict | None) -> Settings:
-    return Settings.from_env(**(overrides or {}))
+def stage_setup(overrides: dict | None) -> tuple[Settings, Storage]:
+    """The stage's settings (environment + bound overrides) and its storage, opened exactly as
+    the ingress opens it: with PF_API_KEY set, the links a stage returns are signed."""
+    settings = Settings.from_env(**(overrides or {}))
+    return settings, open_linked_storage(settings)
 
 
 class StageMetrics:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.common import GPU_STAGE_OPTIONS, StageMetrics, stage_settings
+from deployments.common import GPU_STAGE_OPTIONS, StageMetrics, stage_setup
 from stages.contracts import RestoreRequest, RestoreResult
 from stages.restore import FaceRestoreStage
 
@@ -12,7 +12,7 @@ from stages.restore import FaceRestoreStage
                   **GPU_STAGE_OPTIONS)
 class FaceRestore:
     def __init__(self, settings_overrides: dict | None = None):
-        self.stage = FaceRestoreStage(stage_settings(settings_overrides))
+        self.stage = FaceRestoreStage(*stage_setup(settings_overrides))
         self.metrics = StageMetrics("face_restore")
 
     def run(self, req: RestoreRequest) -> RestoreResult:

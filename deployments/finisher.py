@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.common import StageMetrics, stage_settings
+from deployments.common import StageMetrics, stage_setup
 from stages.contracts import FinishRequest, FinishResult
 from stages.finish import FinishStage
 
@@ -16,7 +16,7 @@ from stages.finish import FinishStage
                                           downscale_delay_s=600))
 class Finisher:
     def __init__(self, settings_overrides: dict | None = None):
-        self.stage = FinishStage(stage_settings(settings_overrides))
+        self.stage = FinishStage(*stage_setup(settings_overrides))
         self.metrics = StageMetrics("finisher")
 
     def run(self, req: FinishRequest) -> FinishResult:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.common import GPU_STAGE_OPTIONS, StageMetrics, stage_settings
+from deployments.common import GPU_STAGE_OPTIONS, StageMetrics, stage_setup
 from stages.contracts import LipSyncRequest, LipSyncResult, TakeRequest, TakeResult
 from stages.lipsync import LipSyncStage
 
@@ -12,7 +12,7 @@ from stages.lipsync import LipSyncStage
                   **GPU_STAGE_OPTIONS)
 class LipSync:
     def __init__(self, settings_overrides: dict | None = None):
-        self.stage = LipSyncStage(stage_settings(settings_overrides))
+        self.stage = LipSyncStage(*stage_setup(settings_overrides))
         self.metrics = StageMetrics("lipsync")
 
     def run(self, req: LipSyncRequest) -> LipSyncResult:

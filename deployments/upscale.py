@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.common import GPU_STAGE_OPTIONS, StageMetrics, stage_settings
+from deployments.common import GPU_STAGE_OPTIONS, StageMetrics, stage_setup
 from stages.contracts import UpscaleRequest, UpscaleResult
 from stages.upscale import UpscaleStage
 
@@ -12,7 +12,7 @@ from stages.upscale import UpscaleStage
                   **GPU_STAGE_OPTIONS)
 class Upscale:
     def __init__(self, settings_overrides: dict | None = None):
-        self.stage = UpscaleStage(stage_settings(settings_overrides))
+        self.stage = UpscaleStage(*stage_setup(settings_overrides))
         self.metrics = StageMetrics("upscale")
 
     def run(self, req: UpscaleRequest) -> UpscaleResult:

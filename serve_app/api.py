@@ -29,7 +29,8 @@ from serve_app.inputs import InputError
 from serve_app.runner import QueueFull
 from serve_app.schemas import (ApiError, HealthResponse, RunRequest, RunResponse,
                                StatusResponse)
-from serve_app.storage import LocalStorage, StorageError
+from serve_app.settings import Settings
+from serve_app.storage import LocalStorage, Storage, StorageError, open_storage
 
 # Every route can answer these (the guard runs before any route; storage may be down), all
 # with the ApiError body. 422 is an input that decodes but cannot be used (InputError).
@@ -76,6 +77,18 @@ class LinkSigner:
 
     def check(self, key: str, exp: int, sig: str) -> bool:
         return exp >= time.time() and hmac.compare_digest(self._sig(key, exp), sig or "")
+
+
+def link_signer(settings: Settings) -> LinkSigner | None:
+    """The file-link signer for these settings: None without an API key. Every replica (the
+    ingress and each stage) builds it from the same PF_API_KEY, so a link any stage makes is
+    one the ingress's /files route accepts."""
+    return LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
+
+
+def open_linked_storage(settings: Settings) -> Storage:
+    """Storage whose local links are signed when an API key is set: what every replica opens."""
+    return open_storage(settings, signer=link_signer(settings))
 
 
 _DEFAULT_SERVICE = None  # the service of this process (set by the Serve ingress replica)
@@ -258,15 +271,15 @@ def build_api() -> FastAPI:
     @app.post("/v2/{endpoint_id}/cancel/{job_id}", response_model=RunResponse,
               responses=ERROR_RESPONSES)
     async def cancel(endpoint_id: str, job_id: str, request: Request):
-        rec = _svc(request).cancel(_checked_job_id(job_id))
+        rec = await _svc(request).cancel(_checked_job_id(job_id))
         if rec is None:
             raise HTTPException(404, f"no job {job_id!r}")
-        return RunResponse(id=rec.id, status=_svc(request).status(job_id).status)
+        return RunResponse(id=rec.id, status=(await asyncio.to_thread(_svc(request).status, rec.id)).status)
 
     @app.post("/v2/{endpoint_id}/purge-queue", response_model=PurgeResponse,
               responses=ERROR_RESPONSES)
     async def purge_queue(endpoint_id: str, request: Request):
-        return PurgeResponse(removed=_svc(request).purge_queue())
+        return PurgeResponse(removed=await _svc(request).purge_queue())
 
     @app.get("/v2/{endpoint_id}/health", response_model=HealthResponse,
              responses=ERROR_RESPONSES)
@@ -279,7 +292,10 @@ def build_api() -> FastAPI:
         storage = service.storage
         if not isinstance(storage, LocalStorage):
             raise HTTPException(404, "files are served by the bucket, not by this service")
-        if storage.signer is not None and not storage.signer.check(key, exp, sig):
+        # checked against the settings' key, not the storage's signer: with a key set, a file
+        # is never served unsigned, however the storage was opened
+        signer = link_signer(service.settings)
+        if signer is not None and not signer.check(key, exp, sig):
             raise HTTPException(403, "link expired or not signed")
         try:
             path: Path = storage.path(key)

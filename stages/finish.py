@@ -10,7 +10,7 @@ from media.ffmpeg import probe, run as ffmpeg
 from media.finish import (Caption, CaptionStyle, Ducking, FinishOptions, SfxTrack, finish_video)
 from serve_app.jobs import JobStore
 from serve_app.settings import Settings
-from serve_app.storage import Storage, open_storage
+from serve_app.storage import Storage
 from stages.contracts import FinishRequest, FinishResult
 from stages.personas import copy_to_volume
 from stages.progress import StageProgress
@@ -21,9 +21,9 @@ TAKE_CRF = 12  # takes are re-read by every render on them: keep them visually l
 
 
 class FinishStage:
-    def __init__(self, settings: Settings, storage: Storage | None = None):
+    def __init__(self, settings: Settings, storage: Storage):
         self.settings = settings
-        self.storage = storage or open_storage(settings)
+        self.storage = storage  # links it returns come from here: open it signed (api.py)
         self.store = JobStore(self.storage)
 
     def describe(self) -> dict:

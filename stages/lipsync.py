@@ -22,7 +22,7 @@ from media.frames import FrameWriter, load_audio, load_image
 from personas.takes import render_take
 from serve_app.jobs import JobStore
 from serve_app.settings import Settings
-from serve_app.storage import Storage, open_storage
+from serve_app.storage import Storage
 from stages.contracts import (FramesRef, LipSyncRequest, LipSyncResult, TakeRequest,
                               TakeResult)
 from stages.errors import StageError
@@ -37,9 +37,9 @@ MIN_AUDIO_S = 0.2
 
 
 class LipSyncStage:
-    def __init__(self, settings: Settings, storage: Storage | None = None):
+    def __init__(self, settings: Settings, storage: Storage):
         self.settings = settings
-        self.storage = storage or open_storage(settings)
+        self.storage = storage
         self.store = JobStore(self.storage)
         # 1. The face detector ships with the repo (MTCNN, MIT weights): always available.
         self.detector = load_detector()

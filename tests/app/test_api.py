@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from media.ffmpeg import probe
-from serve_app.api import LinkSigner, build_api
+from serve_app.api import build_api
 from serve_app.inprocess import build_service
 from tests.app.helpers import LocalServer, b64, small_portrait, speechlike
 
@@ -21,10 +21,8 @@ BASE = "/v2/local"
 
 
 def make_client(settings, **overrides):
-    s = settings.model_copy(update=overrides)
-    signer = LinkSigner(s.api_key.get_secret_value()) if s.api_key else None
     app = build_api()
-    app.state.service = build_service(s, signer=signer)
+    app.state.service = build_service(settings.model_copy(update=overrides))
     return TestClient(app)
 
 
@@ -163,6 +161,42 @@ def test_api_key_guards_everything_but_health(settings, voice, portrait):
         assert c.get(url.split("?")[0]).status_code == 403
         dump = json.dumps(st)
         assert key not in dump
+
+
+def test_links_from_stages_that_open_their_own_storage(settings, voice, portrait, monkeypatch):
+    """Under Serve every stage replica opens its own storage (deployments.common.stage_setup)
+    from PF_API_KEY in its environment: the links the finisher makes there must be ones the
+    ingress's /files route accepts, and nothing opens without a valid signature."""
+    from deployments.common import stage_setup
+    from stages.finish import FinishStage
+    from stages.lipsync import LipSyncStage
+
+    key = "stage-key-" + "s" * 24
+    monkeypatch.setenv("PF_API_KEY", key)
+    local = {k: getattr(settings, k) for k in (
+        "storage", "storage_dir", "cache_dir", "models_dir", "personas_dir", "public_base_url")}
+    stages = {"lipsync": LipSyncStage(*stage_setup(local)),
+              "finisher": FinishStage(*stage_setup(local))}
+    ingress, _ = stage_setup(local)
+    assert ingress.api_key.get_secret_value() == key
+    app = build_api()
+    app.state.service = build_service(ingress, stages=stages)
+    auth = {"Authorization": f"Bearer {key}"}
+    job = {"job_type": "lipsync_only", "job_id": "own-storage", "image": portrait,
+           "audio": b64(voice.read_bytes()), "quality": "fast"}
+    with TestClient(app) as c:
+        assert c.post(f"{BASE}/run", json={"input": job}, headers=auth).status_code == 200
+        st = wait_final(c, "own-storage", headers=auth)
+        assert st["status"] == "COMPLETED", st
+        url = st["output"]["output"]["video"].replace("http://127.0.0.1:9", "")
+        body = c.get(url)  # no key: the link's signature is the credential
+        assert body.status_code == 200, body.text
+        bare = url.split("?")[0]
+        assert c.get(bare).status_code == 403
+        assert c.get(bare, headers=auth).status_code == 403  # the key is no link signature
+    out = settings.cache_dir / "got.mp4"
+    out.write_bytes(body.content)
+    assert abs(probe(out).duration_s - probe(voice).duration_s) <= 1 / 25 + 1e-3
 
 
 def test_runpod_client_unchanged(settings, voice, portrait, tmp_path):

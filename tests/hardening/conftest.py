@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app.api import LinkSigner, build_api
+from serve_app.api import build_api, open_linked_storage
 from serve_app.inprocess import build_service, build_stages
+from serve_app.jobs import REPLICAS_PREFIX
 from serve_app.settings import Settings
-from serve_app.storage import open_storage
 from tests.app.helpers import b64, small_portrait, speechlike
 
 BASE = "/v2/local"
@@ -45,9 +45,15 @@ class Sandbox:
         return Settings(**base)
 
     def snapshot(self) -> dict[str, int]:
-        """Every path under the sandbox -> size (-1 for folders)."""
+        """Every path under the sandbox -> size (-1 for folders), less the service replicas'
+        liveness beats (written whatever clients send, never named after their input)."""
+        beats = self.roots / "store" / REPLICAS_PREFIX.rstrip("/")
+
+        def kept(p: Path) -> bool:
+            return not p.is_relative_to(beats) and not (
+                p == beats.parent and [c.name for c in p.iterdir()] == [beats.name])
         return {str(p.relative_to(self.top)): (p.stat().st_size if p.is_file() else -1)
-                for p in sorted(self.top.rglob("*"))}
+                for p in sorted(self.top.rglob("*")) if kept(p)}
 
 
 @pytest.fixture
@@ -143,18 +149,16 @@ class Watched:
         return call
 
 
-def watched_service(settings: Settings, recorder: Recorder | None = None, signer=None):
-    storage = open_storage(settings, signer=signer)
-    stages = build_stages(settings, storage)
+def watched_service(settings: Settings, recorder: Recorder | None = None):
+    stages = build_stages(settings, open_linked_storage(settings))
     if recorder is not None:
         stages = {name: Watched(name, s, recorder) for name, s in stages.items()}
-    return build_service(settings, stages=stages, signer=signer)
+    return build_service(settings, stages=stages)
 
 
 def make_client(settings: Settings, recorder: Recorder | None = None) -> TestClient:
-    signer = LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
     app = build_api()
-    app.state.service = watched_service(settings, recorder, signer=signer)
+    app.state.service = watched_service(settings, recorder)
     return TestClient(app)
 
 
