@@ -30,8 +30,8 @@ async def run(ctx: JobContext) -> JobResult:
         engines["takes"] = take.engine
         # 3. Restore its faces once, here, so renders on this take never restore the base again.
         restored = await ctx.call("face_restore", "run", RestoreRequest(
-            job_id=ctx.job_id, frames=take.frames, faces_key=take.track_key), span=(lo + (hi - lo) * 0.5,
-                                                                            lo + (hi - lo) * 0.7))
+            job_id=ctx.job_id, frames=take.frames, faces_key=take.track_key,
+            weight=req["face_restore_weight"]), span=(lo + (hi - lo) * 0.5, lo + (hi - lo) * 0.7))
         engines["face_restore"] = restored.engine
         # 4. Encode and store it in the bucket and on the personas volume.
         done = await ctx.call("finisher", "run", FinishRequest(

@@ -39,7 +39,8 @@ async def run(ctx: JobContext) -> JobResult:
 
     # 3. Restore only the generated face crops, with the alignment lip-sync already found.
     restored = await ctx.call("face_restore", "run", RestoreRequest(
-        job_id=ctx.job_id, frames=synced.frames, faces_key=synced.faces_key), span=(0.6, 0.7))
+        job_id=ctx.job_id, frames=synced.frames, faces_key=synced.faces_key,
+        weight=req["face_restore_weight"]), span=(0.6, 0.7))
     engines["face_restore"] = restored.engine
     counts["restored_faces"] = restored.restored_faces
 

@@ -68,7 +68,7 @@ class MixSpec:
         sfx = tuple(PlacedSound(s.path, s.start_time, s.volume) for s in opts.sfx)
         d = opts.ducking
         return cls(beds=beds, sfx=sfx, ducking=DuckingParams(
-            d.base_volume, d.attack_ms, d.release_ms, getattr(d, "hold_ms", 0.0)))
+            d.base_volume, d.attack_ms, d.release_ms, d.hold_ms))
 
 
 def decode_tracks(paths: list[str], sample_rate: int = MIX_SAMPLE_RATE) -> dict[str, np.ndarray]:

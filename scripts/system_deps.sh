@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# System packages the project needs: ffmpeg/ffprobe (libx264, libass) and libomp (ncnn).
-# Installs them with apt when missing and running as root; otherwise says what to install.
+# System packages the project needs: ffmpeg/ffprobe (libx264, libass), libomp (ncnn), and the
+# fallback fonts libass reaches through fontconfig for caption glyphs our DejaVu lacks:
+# fonts-droid-fallback (CJK; Apache-2.0) and fonts-symbola (emoji and symbols, one colour;
+# "free for any use"). Installs what is missing with apt when running as root; otherwise says
+# what to install.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
@@ -8,6 +11,9 @@ command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 if command -v ldconfig >/dev/null 2>&1 && ! ldconfig -p | grep -q 'libomp\.so'; then
   missing+=(libomp5-14)
 fi
+fonts=$(fc-list 2>/dev/null || true)
+grep -q "Droid Sans Fallback" <<<"$fonts" || missing+=(fonts-droid-fallback)
+grep -q "Symbola" <<<"$fonts" || missing+=(fonts-symbola)
 [ ${#missing[@]} -eq 0 ] && exit 0
 pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from media.captions import ass_colour
 from serve_app.ids import check_id
 
 # quality (client word) -> render preset (SPEC.md quality table)
@@ -24,6 +25,12 @@ PRESET_X264 = {  # preset -> (CRF, x264 preset)
 MAX_FRAME_SIDE = 3840
 MAX_CAPTIONS = 500
 MAX_SFX = 64
+# The framings the take renderer knows (personas.takes.ANGLES, which imports torch: too heavy
+# for the ingress; tests/app/test_render_schema.py keeps the two equal).
+TakeAngle = Literal["front", "three_quarter", "closeup"]
+FaceRestoreWeight = Annotated[float, Field(
+    ge=0, le=1, description="face-restore strength: 0 keeps the lip-synced face, 1 is the fully "
+    "restored face (GFPGAN `weight`)")]
 
 
 class JobType(str, Enum):
@@ -109,10 +116,17 @@ class Caption(_Strict):
 
 class CaptionStyle(_Strict):
     font_size: int = Field(48, ge=8, le=300, description="pixels at a 1080-wide frame")
-    color: str = Field("white", max_length=32)
-    stroke_color: str = Field("black", max_length=32)
+    color: str = Field("white", max_length=32, description="CSS name, #RGB, #RRGGBB or #RRGGBBAA")
+    stroke_color: str = Field("black", max_length=32, description="same forms as `color`")
     stroke_width: float = Field(2, ge=0, le=20)
-    position_y: float = Field(0.75, ge=0, le=1)
+    position_y: float = Field(0.75, gt=0, le=1, description="bottom of the caption block, as a "
+                              "fraction of frame height (kept inside the safe area)")
+
+    @field_validator("color", "stroke_color")
+    @classmethod
+    def _known_colour(cls, v: str) -> str:
+        ass_colour(v)       # the finisher's own parser: what passes here renders there
+        return v
 
 
 class OutputFormat(_Strict):
@@ -128,9 +142,12 @@ class OutputFormat(_Strict):
 
 
 class DuckingConfig(_Strict):
-    base_volume: float = Field(0.15, ge=0, le=1)
-    attack_ms: float = Field(50, ge=1, le=5000)
-    release_ms: float = Field(300, ge=1, le=10000)
+    base_volume: float = Field(0.15, ge=0, le=1, description="music/ambience gain under speech")
+    attack_ms: float = Field(50, ge=1, le=5000, description="ramp down once speech starts")
+    release_ms: float = Field(300, ge=1, le=10000, description="ramp back up once the hold ends")
+    hold_ms: float = Field(100, ge=0, le=5000, description="stay down this long after speech "
+                           "stops before the release starts (bridges the gaps between words; "
+                           "0 = release as soon as the voice stops)")
 
 
 class VideoRenderInput(_Quality):
@@ -148,6 +165,7 @@ class VideoRenderInput(_Quality):
     caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
     format: OutputFormat = Field(default_factory=OutputFormat)
     ducking_config: DuckingConfig = Field(default_factory=DuckingConfig)
+    face_restore_weight: FaceRestoreWeight = 0.5
 
     _id = field_validator("job_id")(lambda v: check_id(v, "job_id"))
     _pid = field_validator("persona_id")(lambda v: v if v is None else check_id(v, "persona_id"))
@@ -165,7 +183,7 @@ class VideoRenderInput(_Quality):
 
 class TakeSpec(_Strict):
     emotion: str = Field("neutral", max_length=32, pattern=r"^[A-Za-z0-9_\- ]+$")
-    angle: str = Field("front", max_length=32)
+    angle: TakeAngle = "front"
     intensity: float = Field(0.5, ge=0, le=1)
 
 
@@ -178,6 +196,7 @@ class PersonaBuildInput(_Strict):
     face_box: FaceBox | None = None
     takes_to_generate: list[TakeSpec] = Field(min_length=1, max_length=24)
     quality: str = "standard"
+    face_restore_weight: FaceRestoreWeight = 0.5
 
     _pid = field_validator("persona_id")(lambda v: check_id(v, "persona_id"))
     _id = field_validator("job_id")(lambda v: v if v is None else check_id(v, "job_id"))

@@ -2,6 +2,8 @@
 bed looping/trimming. Loudness is checked by ffmpeg's ebur128 and pyloudnorm, not by our meter."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyloudnorm
 import pytest
@@ -100,6 +102,27 @@ def test_ducking_depth_and_attack_on_the_music_component(voice_db, tmp_path):
     # Back to within 10% of the drop after hold + release + one window.
     back = t[(t >= 2.0) & (gain_db >= 0.1 * DROP_DB)][0]
     assert back - 2.0 <= (100 + 300 + WINDOW_MS) / 1000
+
+
+@pytest.mark.parametrize("hold_ms", [0.0, 200.0])
+def test_music_comes_back_after_hold_then_release(hold_ms, tmp_path):
+    # hold_ms (API: ducking_config.hold_ms) keeps the music down after speech ends, then the
+    # release_ms ramp brings it back: with hold 0 the release starts with the silence.
+    release_ms = 300
+    opts = FinishOptions(music_path=write_audio(tmp_path / "m.wav", tone(220, 4.0, -20)),
+                         ducking=Ducking(BASE, attack_ms=50, release_ms=release_ms,
+                                         hold_ms=hold_ms))
+    spec = dataclasses.replace(mix.MixSpec.from_options(opts), voice_gain=0.0)
+    voice = write_audio(tmp_path / "v.wav", speechlike(3.5, [(1.0, 2.0)], level_db=-20))
+    out = mix.build_mix(voice, spec)
+    gain_db = 20 * np.log10(np.clip(_music_gain(out, tone(220, 4.0, -20)[:len(out)]), 1e-9, None))
+    t = np.arange(len(gain_db)) / SR
+    after = t >= 2.0
+    rising = t[after & (gain_db > DROP_DB + 0.1)][0] - 2.0      # the release has begun
+    back = t[after & (gain_db >= 0.1 * DROP_DB)][0] - 2.0        # 90% of the way back
+    assert hold_ms / 1000 <= rising <= (hold_ms + WINDOW_MS + 5) / 1000
+    assert back <= (hold_ms + release_ms + WINDOW_MS) / 1000
+    assert back >= (hold_ms + 0.8 * release_ms) / 1000           # a ramp of release_ms
 
 
 def test_ducking_survives_the_whole_pipeline(frames, tmp_path):

@@ -97,3 +97,18 @@ def test_fill_colour_by_name_or_hex(colour, tmp_path):
     core = fill[away >= np.percentile(away, 75)]          # fully covered, not edge pixels
     want = {"yellow": (255, 255, 0), "#00FF00": (0, 255, 0)}[colour]
     assert np.abs(np.median(core, axis=0) - want).max() < 25
+
+
+def test_cjk_and_emoji_render_as_their_own_glyphs_not_boxes(tmp_path):
+    """DejaVu has no CJK and few emoji: libass falls back through fontconfig to the fonts
+    scripts/system_deps.sh installs. Two different characters give different ink when each has a
+    glyph, and the same box (or nothing) when both fall back to "missing glyph"."""
+    pairs = [("中", "文"), ("字", "語"), ("🎉", "🚀"), ("🎈", "🍕")]
+    caps = [Caption(ch, i * 0.5, (i + 1) * 0.5) for i, ch in enumerate(c for pair in pairs for c in pair)]
+    frames, _ = _render(tmp_path, caps, len(caps) * 0.5, CaptionStyle(font_size=240, stroke_width=0))
+    inks = [_ink(frames[int((c.start + c.end) / 2 * FPS)]) for c in caps]
+    assert all(ink.sum() > 300 for ink in inks), [int(ink.sum()) for ink in inks]
+    for i, pair in enumerate(pairs):
+        a, b = inks[2 * i], inks[2 * i + 1]
+        iou = (a & b).sum() / (a | b).sum()
+        assert iou < 0.8, f"{pair} drew the same shape (IoU {iou:.2f}): a missing-glyph box"

@@ -125,3 +125,19 @@ def test_thumbnail_is_a_sharp_exposed_frame_at_output_size(tmp_path):
     thumb = load_image(res.thumbnail_path)
     assert thumb.shape == (64, 64, 3)
     assert thumb.std() > 60                                # the checkerboard, not black/flat
+
+
+@pytest.mark.parametrize("out_w,out_h", [(96, 160), (48, 32)])
+def test_thumbnail_is_at_the_output_size_not_the_source_size(out_w, out_h, tmp_path):
+    # 64x64 source frames fitted to a taller (blurred fill) or a smaller, wider output: the
+    # thumbnail is the published picture, so it matches the output's size and its pixels.
+    checker = np.kron((np.indices((8, 8)).sum(0) % 2) * 200 + 28, np.ones((8, 8)))
+    sharp = np.repeat(checker[..., None], 3, 2).astype(np.uint8)
+    res = finish_video(write_frames(tmp_path / "f.mp4", [sharp] * 25), _voice(tmp_path, 1.0),
+                       str(tmp_path / "out"),
+                       FinishOptions(width=out_w, height=out_h, fps=25, quality="premium",
+                                     normalize_loudness=False))
+    thumb = load_image(res.thumbnail_path).astype(int)
+    assert thumb.shape == (out_h, out_w, 3)
+    published = all_frames(res.video_path)[12].astype(int)
+    assert np.abs(thumb - published).mean() < 8
