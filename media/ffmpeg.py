@@ -10,13 +10,17 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 # Longest ffmpeg/ffprobe call we allow before calling it hung (a 3-min render encodes in well
 # under this on 2 cores; the caller may pass a tighter bound).
 DEFAULT_TIMEOUT_S = 1800
 # stderr can be megabytes; the tail names the cause.
 STDERR_TAIL_CHARS = 4000
+# Input option for every local file we read: ffmpeg may open nothing but local files, so a
+# crafted input (an HLS or DASH playlist, an SDP file, a concat list) cannot make it reach
+# the network, e.g. http://169.254.169.254/ or udp://. Put it before the `-i` it guards.
+LOCAL_FILES_ONLY = ("-protocol_whitelist", "file")
 
 
 class MediaError(RuntimeError):
@@ -105,9 +109,16 @@ def _num(value, cast=float, default=0):
         return default
 
 
-def probe(path: str | os.PathLike, *, timeout_s: float = 60, count_frames: bool = False) -> MediaInfo:
-    """ffprobe a file. Raises MediaError (with ffprobe's stderr) when it is not readable media."""
-    cmd = [ffprobe_bin(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
+def probe(path: str | os.PathLike, *, timeout_s: float = 60, count_frames: bool = False,
+          formats: Iterable[str] = ()) -> MediaInfo:
+    """ffprobe a local file (no other protocol: LOCAL_FILES_ONLY). `formats`, when given, are
+    the only demuxers ffprobe may use (for files from clients: a playlist is then refused at
+    once instead of being read). Raises MediaError (with ffprobe's stderr) when it is not
+    readable media."""
+    cmd = [ffprobe_bin(), "-v", "error", *LOCAL_FILES_ONLY, "-print_format", "json",
+           "-show_format", "-show_streams"]
+    if formats:
+        cmd += ["-format_whitelist", ",".join(sorted(formats))]
     if count_frames:
         cmd += ["-count_frames"]
     cmd.append(str(path))

@@ -13,6 +13,8 @@ while reading, then proves the bytes are what the field needs:
   reaches ffmpeg), ffprobe first (an audio stream, a whitelisted demuxer, declared duration),
   then the first audio track is decoded to 16-bit PCM WAV (video containers give their sound),
   capped at the duration limit; truncation is caught by comparing declared and decoded length.
+  ffprobe and ffmpeg may open local files only (media.ffmpeg.LOCAL_FILES_ONLY): a playlist
+  that slips past the magic bytes (behind an ID3 tag, say) still cannot reach the network.
 
 Every failure is an `InputError` carrying the HTTP status, a stable code and the field name,
 with a message safe to return to the client. Blocking: call it from a thread in async code.
@@ -32,7 +34,7 @@ from typing import Any, BinaryIO, Literal
 
 from PIL import Image
 
-from media.ffmpeg import MediaError, probe, run
+from media.ffmpeg import LOCAL_FILES_ONLY, MediaError, probe, run
 from serve_app.netguard import FetchError, FetchPolicy, fetch
 
 __all__ = ["InputError", "FetchPolicy", "Limits", "AcquiredFile", "acquire", "decode_inline",
@@ -41,13 +43,15 @@ __all__ = ["InputError", "FetchPolicy", "Limits", "AcquiredFile", "acquire", "de
 MiB = 1024 * 1024
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp",
                  "GIF": ".gif"}
-# ffprobe demuxers we decode audio from (format_name's parts). Anything else (hls, concat,
-# image2, tty, ...) is refused even if the magic bytes looked fine.
+# The only demuxers ffprobe may use on a client's audio, and that we decode from (format_name's
+# parts). Anything else (hls, dash, sdp, concat, image2, tty, ...) is refused even if the magic
+# bytes looked fine.
 AUDIO_DEMUXERS = {"wav", "w64", "mp3", "ogg", "flac", "mov", "mp4", "m4a", "3gp", "3g2", "mj2",
                   "matroska", "webm", "aac", "aiff", "caf", "amr", "asf", "mpegts", "mpeg",
                   "ac3", "eac3", "flv", "avi"}
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/\-_]*={0,2}$")
+_OTHER_FORMAT_RE = re.compile(r"\[(\w+) @ [^\]]*\] Format not on whitelist")  # ffprobe's words
 
 
 class InputError(Exception):
@@ -325,16 +329,20 @@ def _check_audio(src: str, dest: str, field: str, limits: Limits) -> dict[str, A
         raise InputError(field, f"looks like {name}, not audio; send WAV, MP3, AAC/M4A, OGG, "
                          "FLAC, WebM or a video with a sound track", status=415,
                          code="UNSUPPORTED_AUDIO_FORMAT")
-    # 2. ffprobe first: a demuxer we trust, an audio stream, a duration within bounds.
+    # 2. ffprobe first, with only the demuxers we trust (a playlist behind an ID3 tag sniffs
+    #    as MP3; ffprobe would read it, and wait on a live one): an audio stream, a duration
+    #    within bounds.
     try:
-        info = probe(src)
-    except MediaError:
+        info = probe(src, formats=AUDIO_DEMUXERS)
+    except MediaError as e:
+        other = _OTHER_FORMAT_RE.search(e.stderr)
+        if other:
+            raise _unsupported_container(field, other.group(1)) from None
         raise InputError(field, f"looks like {name} but ffprobe cannot read it (corrupt or "
                          "truncated)", status=422, code="UNREADABLE_AUDIO") from None
     demuxer = next((d for d in info.format_name.split(",") if d in AUDIO_DEMUXERS), None)
     if demuxer is None:
-        raise InputError(field, f"is a {info.format_name} file; not an accepted audio "
-                         "container", status=415, code="UNSUPPORTED_AUDIO_FORMAT")
+        raise _unsupported_container(field, info.format_name)
     stream = info.audio
     if stream is None:
         raise InputError(field, f"has no audio stream ({name} with only "
@@ -346,7 +354,7 @@ def _check_audio(src: str, dest: str, field: str, limits: Limits) -> dict[str, A
     # 3. Decode the first audio track to PCM WAV with the demuxer ffprobe chose, capped just
     #    past the limit so a lying header cannot make us decode for ever.
     try:
-        run(["-v", "error", "-protocol_whitelist", "file", "-f", demuxer, "-i", src,
+        run(["-v", "error", *LOCAL_FILES_ONLY, "-f", demuxer, "-i", src,
              "-map", "0:a:0", "-vn", "-sn", "-dn", "-t", f"{limits.max_audio_seconds + 1:.3f}",
              "-c:a", "pcm_s16le", "-f", "wav", dest],
             timeout_s=limits.audio_decode_timeout_s, what=f"decoding {field}")
@@ -375,6 +383,11 @@ def _check_audio(src: str, dest: str, field: str, limits: Limits) -> dict[str, A
         raise
     return {"format": demuxer, "duration_s": decoded, "sample_rate": out.sample_rate,
             "channels": out.channels, "audio_codec": stream.codec_name}
+
+
+def _unsupported_container(field: str, format_name: str) -> InputError:
+    return InputError(field, f"is a {format_name} file; not an accepted audio container",
+                      status=415, code="UNSUPPORTED_AUDIO_FORMAT")
 
 
 def _too_long(field: str, seconds: float, limits: Limits) -> InputError:

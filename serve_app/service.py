@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,28 @@ _MEDIA_FIELDS = {
     JobType.persona_build: [("primary_image", "image")],
 }
 _INPUT_NAMES = {"music_url": "music", "ambience_url": "ambience"}
+# Inputs are fetched and decoded on their own bounded pool, not on asyncio's default executor:
+# that one also runs the status route's storage reads, and a few clients whose URLs drip
+# slowly would leave status without a thread. Submissions beyond these workers wait their turn.
+INPUT_WORKERS = 4
+# The URLs of one request share this fetch budget (on top of each URL's own FetchPolicy
+# limits), so a request with many slow URLs (4 media fields + up to MAX_SFX sfx tracks) holds
+# an input worker for minutes at most, not hours.
+INPUT_FETCH_BUDGET_S = 120.0
 
 
 class StudioService:
     def __init__(self, settings: Settings, call: StageCall, storage: Storage | None = None,
-                 signer=None, replica_id: str | None = None):
+                 replica_id: str | None = None):
         self.settings = settings
-        self.storage = storage or open_storage(settings, signer=signer)
+        self.storage = storage or open_storage(settings)
         self.runner = JobRunner(settings, self.storage, GRAPHS, call, replica_id=replica_id)
         self.policy = FetchPolicy(allow_http=settings.allow_http_inputs,
                                   allow_private=settings.allow_private_inputs)
         self.limits = Limits()
         self.sfx_limits = dataclasses.replace(self.limits, min_audio_seconds=0.01)  # clicks
+        self.fetch_budget_s = INPUT_FETCH_BUDGET_S
+        self.input_pool = ThreadPoolExecutor(INPUT_WORKERS, thread_name_prefix="pf-inputs")
         self.engines: dict[str, str] = {}
 
     # ---- submit ----------------------------------------------------------------------------
@@ -61,9 +72,10 @@ class StudioService:
         # the queue place is held from the check until the job exists: decoding takes a while,
         # and a burst must not pass the check all at once
         with self.runner.admission():
-            request = await asyncio.to_thread(self._store_inputs, inp, job_id)
+            request = await asyncio.get_running_loop().run_in_executor(
+                self.input_pool, self._store_inputs, inp, job_id)
             record = JobRecord(id=job_id, job_type=JobType(inp.job_type), request=request)
-            stored, created = self.runner.submit(record)
+            stored, created = await self.runner.submit(record)
         if not created:  # a concurrent submission of this id won: its inputs are the job's
             await asyncio.to_thread(self._drop, list(request["inputs"].values()))
         return stored
@@ -88,6 +100,7 @@ class StudioService:
         inputs: dict[str, str] = {}
         folder = f"jobs/{job_id}/inputs/{uuid.uuid4().hex[:12]}"
         tmp = Path(tempfile.mkdtemp(prefix=f"pf-in-{job_id}-"))
+        deadline = time.monotonic() + self.fetch_budget_s
         try:
             # 1. Check every field first.
             acquired = []
@@ -95,7 +108,7 @@ class StudioService:
                 field = f"input.{name}" if not name.startswith("sfx_") else \
                     f"input.sfx_tracks[{name[4:]}].url"
                 limits = self.sfx_limits if name.startswith("sfx_") else self.limits
-                got = acquire(value, field, kind, str(tmp), policy=self.policy, limits=limits)
+                got = self._acquire(value, field, kind, str(tmp), limits, deadline)
                 acquired.append((_INPUT_NAMES.get(name, name), got.path))
             # 2. Then store them.
             for name, path in acquired:
@@ -109,6 +122,22 @@ class StudioService:
             shutil.rmtree(tmp, ignore_errors=True)
         request["inputs"] = inputs
         return request
+
+    def _acquire(self, value: str, field: str, kind: str, dest: str, limits: Limits,
+                 deadline: float):
+        """acquire() with a URL's fetch also cut at the request's fetch-budget deadline."""
+        policy = self.policy
+        left = deadline - time.monotonic()
+        if left < policy.total_timeout_s:
+            policy = dataclasses.replace(policy, total_timeout_s=max(left, 0.0))
+        try:
+            return acquire(value, field, kind, dest, policy=policy, limits=limits)
+        except InputError as e:
+            if e.code == "URL_TIMEOUT" and time.monotonic() >= deadline - 0.01:
+                raise InputError(field, "the request's URLs took longer than its "
+                                 f"{self.fetch_budget_s:g} s fetch budget; send fewer or faster "
+                                 "URLs, or base64", code="INPUT_FETCH_BUDGET") from None
+            raise
 
     def _drop(self, keys: list[str]) -> None:
         for key in keys:
@@ -144,15 +173,15 @@ class StudioService:
     async def wait(self, job_id: str, timeout_s: float) -> None:
         await self.runner.wait(job_id, timeout_s)
 
-    def cancel(self, job_id: str) -> JobRecord | None:
-        return self.runner.cancel(job_id)
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        return await self.runner.cancel(job_id)
 
-    def purge_queue(self) -> int:
+    async def purge_queue(self) -> int:
         n = 0
-        for job_id in self.runner.store.active_ids():
-            rec = self.runner.store.get(job_id)
+        for job_id in await asyncio.to_thread(self.runner.store.active_ids):
+            rec = await asyncio.to_thread(self.runner.store.get, job_id)
             if rec is not None and rec.status == JobStatus.IN_QUEUE:
-                self.runner.cancel(job_id)
+                await self.runner.cancel(job_id)
                 n += 1
         return n
 

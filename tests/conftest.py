@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,49 @@ def ray_env(monkeypatch):
     yield d
     if not os.environ.get("PF_KEEP_RAY_LOGS"):
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- figures for the closing note ---------------------------------------------------------
+
+class Figures:
+    """Named figures the tests measure (bad inputs tried, faults injected, load counts, status
+    latency), printed in one block at the end of the run: pytest swallows a passing test's
+    print(). `count` sums over the whole run, part by part; `note` keeps the latest value."""
+
+    def __init__(self):
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.notes: dict[str, str] = {}
+
+    def count(self, figure: str, n: int, part: str) -> None:
+        self.counts[figure][part] += n
+
+    def note(self, figure: str, value: str) -> None:
+        self.notes[figure] = value
+
+    def lines(self) -> list[str]:
+        out = []
+        for figure, parts in self.counts.items():
+            detail = ", ".join(f"{part} {n}" for part, n in parts.items())
+            out.append(f"{figure}: {sum(parts.values())} ({detail})")
+        out += [f"{figure}: {value}" for figure, value in self.notes.items()]
+        return out
+
+
+_FIGURES = pytest.StashKey[Figures]()
+
+
+def pytest_configure(config):
+    config.stash[_FIGURES] = Figures()
+
+
+@pytest.fixture(scope="session")
+def figures(pytestconfig) -> Figures:
+    return pytestconfig.stash[_FIGURES]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash[_FIGURES].lines() if _FIGURES in config.stash else []
+    if lines:
+        terminalreporter.write_sep("=", "figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -34,7 +34,7 @@ def _routes(app) -> list[tuple[str, str]]:
     return out
 
 
-def test_every_route_but_health_needs_the_key(sandbox, tiny_media):
+def test_every_route_but_health_needs_the_key(sandbox, tiny_media, figures):
     key = "pfk-" + uuid.uuid4().hex
     settings = sandbox.settings(api_key=SecretStr(key))
     good = {"Authorization": f"Bearer {key}"}
@@ -58,11 +58,12 @@ def test_every_route_but_health_needs_the_key(sandbox, tiny_media):
     with make_client(settings) as c:
         routes = _routes(c.app)
         assert len(routes) >= 7, routes
-        refused = 0
+        refused = sent = 0
         for method, path in routes:
             for name, headers in near_misses.items():
                 url = path + (f"?api_key={quote(key)}&key={quote(key)}" if name == "none" else "")
                 r = c.request(method, url, headers=headers, json={} if method == "POST" else None)
+                sent += 1
                 if path.endswith("/health") or path.startswith("/files/"):
                     assert r.status_code != 401, (method, path, name)
                     continue
@@ -94,8 +95,9 @@ def test_every_route_but_health_needs_the_key(sandbox, tiny_media):
         assert c.get("/docs").status_code == 401
         spec = c.get("/openapi.json", headers=good)
         assert spec.status_code == 200 and key not in spec.text
-    print(f"\nauth: {len(routes)} routes x {len(near_misses)} near-miss credentials -> "
-          f"{refused} refusals, 0 let in")
+    figures.count("bad inputs tried", sent, "near-miss credentials")
+    figures.note("auth", f"{len(routes)} routes x {len(near_misses)} near-miss credentials -> "
+                 f"{refused} refusals, 0 let in")
 
 
 class LogCapture(logging.Handler):
@@ -133,7 +135,8 @@ def _forms(secret: str) -> list[bytes]:
             base64.urlsafe_b64encode(raw).rstrip(b"="), raw.hex().encode()]
 
 
-def test_secrets_never_leak(tmp_path, sandbox, tiny_media, debug_logs, capfd, monkeypatch):
+def test_secrets_never_leak(tmp_path, sandbox, tiny_media, debug_logs, capfd, monkeypatch,
+                            figures):
     api_key = "pfk-" + uuid.uuid4().hex
     secret = "r2sec-" + uuid.uuid4().hex
     wrong_secret = "r2bad-" + uuid.uuid4().hex
@@ -210,8 +213,8 @@ def test_secrets_never_leak(tmp_path, sandbox, tiny_media, debug_logs, capfd, mo
         for form in _forms(secret_value):
             for where, data in haystacks.items():
                 assert form not in data, f"{name} found in {where}"
-    print(f"\nsecrets: searched {len(debug_logs.lines)} log lines, {len(responses)} responses, "
-          f"{len(stored)} stored objects, {len(local)} local files: no secret found")
+    figures.note("secrets", f"searched {len(debug_logs.lines)} log lines, {len(responses)} "
+                 f"responses, {len(stored)} stored objects, {len(local)} local files: none found")
 
 
 def _flat_png() -> bytes:

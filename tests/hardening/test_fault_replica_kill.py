@@ -24,7 +24,8 @@ def _replicas(ray, deployment: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_lipsync_replica_mid_job_is_retried_not_stuck(tmp_path, long_media, ray_env):
+def test_killed_lipsync_replica_mid_job_is_retried_not_stuck(tmp_path, long_media, ray_env,
+                                                             figures):
     import ray
     from ray import serve
 
@@ -58,6 +59,7 @@ def test_killed_lipsync_replica_mid_job_is_retried_not_stuck(tmp_path, long_medi
             time.sleep(0.1)
         progress_at_kill = st["progress"]
         ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
+        figures.count("faults injected", 1, "stage replica killed mid-job")
         t_kill = time.monotonic()
         # 2. Bounded: a final state comes, whatever it is.
         while (st := c.get(f"{base}/status/kill-1").json())["status"] not in FINAL:
@@ -70,15 +72,16 @@ def test_killed_lipsync_replica_mid_job_is_retried_not_stuck(tmp_path, long_medi
         head = (f"POST /v2/kill/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                 "application/json\r\nTransfer-Encoding: chunked").encode()
         big = raw_request(port, head, [b"A" * 65536] * 256, finish=False, timeout=30)
+        figures.count("bad inputs tried", 1, "oversized bodies")
     finally:
         serve.shutdown()
         ray.shutdown()
 
     assert after and after != before  # Serve replaced the killed replica
     assert big[0] == 413, big[1][:300]
-    print(f"\nreplica kill: LipSync killed at {progress_at_kill:.0%} of the job; "
-          f"job {st['status']} {settle_s:.1f}s later; replicas {before} -> {after}; "
-          f"health {health['jobs']}")
+    figures.note("replica kill", f"LipSync killed at {progress_at_kill:.0%} of the job; job "
+                 f"{st['status']} {settle_s:.1f}s later; replicas {len(before)} -> {len(after)} "
+                 f"(new actor); health {health['jobs']}")
     if st["status"] == "FAILED":
         assert st["output"]["error"]["code"] == "WORKER_LOST", st
         return

@@ -1,7 +1,8 @@
 """A burst of 100 submissions over real HTTP (uvicorn on 127.0.0.1, in-process service with the
 CPU engines) into a queue smaller than the burst: every request is accepted and completed, or
 refused with 429 + Retry-After; nothing is lost or run twice (records, stage calls and output
-files agree). Status latency while the jobs run is measured and printed, not asserted."""
+files agree). Status latency while the jobs run is measured and reported (the figures
+block at the end of the run), not asserted."""
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +40,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 @pytest.mark.slow
-def test_burst_of_100_nothing_lost_nothing_twice(sandbox, tiny_media):
+def test_burst_of_100_nothing_lost_nothing_twice(sandbox, tiny_media, figures):
     rec = Recorder()
     settings = sandbox.settings(max_running_jobs=MAX_RUNNING, max_queued_jobs=MAX_QUEUED)
     app = build_api()
@@ -109,12 +110,14 @@ def test_burst_of_100_nothing_lost_nothing_twice(sandbox, tiny_media):
     leaked = [i for i in refused if (store / f"jobs/{i}").exists() or (store / f"videos/{i}").exists()
               or rec.of(i)]
     p50, p99 = _pct(latencies, 0.5) * 1000, _pct(latencies, 0.99) * 1000
-    print(f"\nload: submitted {BURST} / accepted {len(accepted)} / completed {len(completed)} / "
-          f"refused {len(refused)} (429) / lost {len(lost)}; peak queue {peak['waiting']} "
-          f"(limit {MAX_QUEUED}), {MAX_RUNNING} running; {resubmits} idempotent resubmits")
-    print(f"status latency over {len(latencies)} GET /status while jobs ran "
-          f"({running_seen} saw IN_PROGRESS, {active_during} jobs still active after): "
-          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms")
+    figures.note("load", f"submitted {BURST} / accepted {len(accepted)} / completed "
+                 f"{len(completed)} / refused {len(refused)} (429) / lost {len(lost)} / run twice "
+                 f"{len(twice)}; peak queue {peak['waiting']} (limit {MAX_QUEUED}), {MAX_RUNNING} "
+                 f"running; {resubmits} idempotent resubmits")
+    figures.note("status latency under load", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean "
+                 f"{statistics.mean(latencies) * 1000:.1f} ms over {len(latencies)} GET /status "
+                 f"while jobs ran ({running_seen} saw IN_PROGRESS, {active_during} jobs still "
+                 "active after)")
     assert len(accepted) + len(refused) == BURST
     assert not lost, {i: final.get(i) for i in lost}
     assert not twice and not missing_files and not leaked, (twice, missing_files, leaked)

@@ -20,6 +20,9 @@ import pytest
 from PIL import Image
 
 from media.ffmpeg import run
+from serve_app import service
+from serve_app.inputs import InputError
+from serve_app.netguard import FetchError
 
 Route = Callable[["_Handler"], None]
 
@@ -52,6 +55,21 @@ class LocalServer:
                 h.send_header("Content-Length", str(len(body)))
                 h.end_headers()
                 h.wfile.write(body)
+        self.routes[path] = route
+        return self.url(path)
+
+    def drip(self, path: str, body: bytes, piece: int, every_s: float) -> str:
+        """Send `body` `piece` bytes at a time, `every_s` apart: never silent long enough
+        for a read timeout, so only a total time limit ends a fetch of a long drip."""
+        def route(h: _Handler) -> None:
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            for i in range(0, len(body), piece):
+                h.wfile.write(body[i:i + piece])
+                h.wfile.flush()
+                if h.server.local.stop.wait(every_s):
+                    return
         self.routes[path] = route
         return self.url(path)
 
@@ -98,6 +116,31 @@ def _start(scheme: str, ssl_context: ssl.SSLContext | None = None):
                               daemon=True)
     thread.start()
     return httpd, local
+
+
+@pytest.fixture(autouse=True)
+def _count_refused_inputs(request, figures, monkeypatch):
+    """Every input these tests get refused counts as a bad input tried (the figures block):
+    each call of an input entry point (as the test module or the service calls it) that
+    ends in an InputError or FetchError."""
+    refused = 0
+
+    def counting(fn):
+        def call(*args, **kwargs):
+            nonlocal refused
+            try:
+                return fn(*args, **kwargs)
+            except (InputError, FetchError):
+                refused += 1
+                raise
+        return call
+
+    for module in (request.module, service):
+        for name in ("acquire", "decode_inline", "fetch_url", "fetch"):
+            if callable(getattr(module, name, None)):
+                monkeypatch.setattr(module, name, counting(getattr(module, name)))
+    yield
+    figures.count("bad inputs tried", refused, "media and URL inputs refused")
 
 
 @pytest.fixture

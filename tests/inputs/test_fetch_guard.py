@@ -181,6 +181,25 @@ def test_any_private_answer_refuses_the_host(monkeypatch, tmp_path, connections)
     assert err.code == "URL_NOT_ALLOWED" and connections == []
 
 
+@pytest.mark.parametrize("answer", [["10.0.0.7"], ["169.254.169.254"], ["127.0.0.2"], ["::1"],
+                                    ["93.184.216.34", "192.168.0.9"]])
+def test_redirect_to_a_name_that_resolves_private_is_refused(answer, server, monkeypatch,
+                                                             tmp_path, connections):
+    # The redirect's target is a host NAME: it is resolved and every answer checked before
+    # any connection, like the first hop's (127.0.0.1 itself is trusted here; .2 is not).
+    calls = _fake_dns(monkeypatch, {"internal.example.test": [answer]})
+    server.serve("/img.png", png_bytes())
+    start = server.redirect("/go", f"http://internal.example.test:{server.port}/img.png")
+    policy = FetchPolicy(allow_http=True, trusted_networks=("127.0.0.1/32",),
+                         connect_timeout_s=0.3, read_timeout_s=0.5, total_timeout_s=2)
+    err = _refused(start, policy, tmp_path)
+    assert (err.status, err.code) == (400, "URL_NOT_ALLOWED")
+    assert "host internal.example.test resolves to an address that" in err.message
+    assert calls == ["internal.example.test"]
+    assert connections == [("127.0.0.1", server.port)]  # the first hop only
+    assert [p for p, _ in server.hits] == ["/go"]
+
+
 def test_rebinding_after_the_check_cannot_swap_the_address(server, monkeypatch, tmp_path,
                                                            connections):
     # First answer public (checked, allowed); any later lookup would say 127.0.0.1, where our
@@ -267,19 +286,10 @@ def test_slow_server_times_out_naming_the_field(server, tmp_path):
 
 
 def test_dripping_server_hits_the_total_deadline(server, tmp_path):
-    def drip(h):
-        h.send_response(200)
-        h.send_header("Content-Length", "1000")
-        h.end_headers()
-        for _ in range(1000):  # one byte per 50 ms: never silent long enough for read_timeout
-            h.wfile.write(b"\0")
-            h.wfile.flush()
-            if h.server.local.stop.wait(0.05):
-                return
-    server.routes["/drip"] = drip
+    url = server.drip("/drip", b"\0" * 1000, piece=1, every_s=0.05)  # 50 s if nobody stops it
     policy = FetchPolicy(allow_http=True, trusted_networks=("127.0.0.1/32",),
                          read_timeout_s=2, total_timeout_s=0.5)
-    err = _refused(server.url("/drip"), policy, tmp_path)
+    err = _refused(url, policy, tmp_path)
     assert err.code == "URL_TIMEOUT" and "total limit 0.5 s" in err.message
 
 

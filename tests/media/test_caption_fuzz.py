@@ -1,6 +1,7 @@
 """Fuzz: random unicode and filter/markup metacharacters in captions and random caption styles
-never make ffmpeg fail, never leak as markup, and always draw something for visible text.
-(Issue 5 item 4: text is data, never ffmpeg or ASS syntax.)"""
+never make ffmpeg fail, never leak as markup, and always draw something for visible text; and
+through the API, hostile caption_style colours are refused with a 4xx naming the field or
+render (issue 5 item 4: text and style values are data, never ffmpeg or ASS syntax)."""
 from __future__ import annotations
 
 import random
@@ -8,8 +9,11 @@ import random
 import numpy as np
 import pytest
 
+from media.ffmpeg import probe
 from media.finish import Caption, CaptionStyle, FinishOptions, finish_video
 from synth_media import SR, all_frames, solid_frames, write_audio, write_frames
+from tests.app.helpers import b64, small_portrait, speechlike
+from tests.hardening.conftest import BASE, TINY_FACE_BOX, Sandbox, make_client, wait_final_http
 
 W, H, FPS, BG = 180, 320, 10, 60
 SECONDS = 4.0
@@ -32,7 +36,7 @@ def random_text(rng: random.Random) -> str:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_captions_and_styles_render(seed, tmp_path):
+def test_random_captions_and_styles_render(seed, tmp_path, figures):
     rng = random.Random(seed)
     n = 16
     slot = SECONDS / n
@@ -47,6 +51,7 @@ def test_random_captions_and_styles_render(seed, tmp_path):
                        FinishOptions(width=W, height=H, fps=FPS, quality="draft",
                                      normalize_loudness=False, captions=captions,
                                      caption_style=style))
+    figures.count("bad inputs tried", len(captions), "hostile captions rendered")
     out = all_frames(res.video_path)
     assert abs(len(out) - SECONDS * FPS) <= 1
     # every caption's slot shows ink (all texts hold at least one visible glyph or box)
@@ -62,3 +67,63 @@ def test_random_captions_and_styles_render(seed, tmp_path):
         for line in cap.text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
             if line.strip():
                 assert line in srt, (line, srt[:500])
+
+
+# ---- caption_style colours through the API --------------------------------------------------
+
+VALID_COLOURS = ["white", "Yellow", " red ", "#0f0", "#00FF00", "#ffaa0080", "rgb(10, 200, 30)",
+                 "hsl(200, 50%, 50%)", "cyan"]
+STYLE_FIELDS = ("input.caption_style.color", "input.caption_style.stroke_color")
+
+
+def random_colour(rng: random.Random) -> tuple[str, bool]:
+    """(colour, hostile?): a valid form, one with metacharacters or unicode spliced in, a
+    metacharacter soup, or random code points (sometimes past the 32-character limit)."""
+    r = rng.random()
+    if r < 0.3:
+        return rng.choice(VALID_COLOURS), False
+    if r < 0.6:
+        base = rng.choice(VALID_COLOURS)
+        i = rng.randint(0, len(base))
+        return base[:i] + rng.choice(META + [w[:3] for w in SCRIPTS]) + base[i:], True
+    if r < 0.8:
+        return "".join(rng.choice(META) for _ in range(rng.randint(1, 5))), True
+    return "".join(chr(rng.randint(0x20, 0x2FFF)) for _ in range(rng.randint(1, 40))), True
+
+
+def test_hostile_caption_style_colours_are_refused_or_render(tmp_path, figures):
+    """Each style is refused with a 4xx naming a colour field, or the job renders: never a 5xx,
+    never a job that fails in the finisher (ffmpeg or ASS choking on a colour)."""
+    rng = random.Random(5)
+    image = b64(small_portrait(96))
+    audio = b64(speechlike(0.5, tmp_path / "voice.wav").read_bytes())
+    sandbox = Sandbox(tmp_path, tmp_path)
+    accepted, refused, hostile = [], 0, 0
+    with make_client(sandbox.settings()) as c:
+        for i in range(30):
+            (color, bad_fill), (stroke, bad_stroke) = random_colour(rng), random_colour(rng)
+            hostile += bad_fill or bad_stroke
+            job = {"job_type": "video_render", "job_id": f"style-{i}", "image": image,
+                   "audio": audio, "face_box": TINY_FACE_BOX, "quality": "draft",
+                   "format": {"width": 96, "height": 128, "fps": 10},
+                   "captions": [{"text": random_text(rng), "start": 0.0, "end": 0.5}],
+                   "caption_style": {"color": color, "stroke_color": stroke}}
+            r = c.post(f"{BASE}/run", json={"input": job})
+            assert r.status_code < 500, (color, stroke, r.status_code, r.text)
+            if r.status_code == 200:
+                accepted.append((job["job_id"], color, stroke))
+                continue
+            assert 400 <= r.status_code < 500, (color, stroke, r.text)
+            message = r.json()["error"]["message"]
+            assert any(f in message for f in STYLE_FIELDS), (color, stroke, message)
+            refused += 1
+        for job_id, color, stroke in accepted:
+            st = wait_final_http(c, job_id, timeout=300)
+            assert st["status"] == "COMPLETED", (color, stroke, st.get("error"), st)
+            info = probe(sandbox.roots / "store" / "videos" / job_id / "final.mp4")
+            assert (info.video.width, info.video.height) == (96, 128) and info.audio is not None
+            assert abs(info.duration_s - 0.5) <= 0.15, info.duration_s
+    assert accepted and refused  # both outcomes were exercised
+    figures.count("bad inputs tried", hostile, "hostile caption_style colours over HTTP")
+    figures.note("caption_style fuzz", f"{len(accepted) + refused} styles: {refused} refused "
+                 f"(4xx naming the field), {len(accepted)} rendered, 0 failed")
