@@ -3,7 +3,7 @@
 Load once, run many:
     restorer = load_face_restorer(models_dir, device)        # None if GFPGANv1.4.pth is absent
     upscaler = load_upscaler(models_dir, "RealESRGAN_x4plus", device) or embedded_upscaler(device)
-    big = upscaler.upscale_to(still, 2160, 3840)              # the still, once per job
+    big, runs = upscaler.upscale_to(still, 2160, 3840)        # the still, once per job
     faces = restorer.restore(crops, weight=0.7, stabilizer=ResidualStabilizer())
     frames = paste_back(frames, faces, affines, feather_px=16)
 Every object has `.engine`, a string for job metadata naming what ran.

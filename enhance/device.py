@@ -1,16 +1,22 @@
 """Device, dtype and memory budget for one enhance replica.
 
-Ray's fractional GPUs share memory without isolation, so each GPU stage caps itself: given a
-fraction, we tell the CUDA caching allocator (set_per_process_memory_fraction) and size tiles and
-batches from the same budget.
+Ray's fractional GPUs share memory without isolation, so each GPU stage caps itself: the fraction
+is what Ray reserved for the replica (`replica_gpu_fraction`), the CUDA caching allocator is told
+once per process (set_per_process_memory_fraction), and tiles and batches are sized to fit it.
 """
 from __future__ import annotations
 
+import logging
+import sys
+
 import torch
+
+log = logging.getLogger("personaforge.enhance")
 
 CPU_BUDGET_BYTES = 2 * 1024**3  # working memory we allow ourselves on a CPU replica
 GPU_RESERVE_BYTES = 512 * 1024**2  # allocator fragmentation + cuDNN workspaces, kept out of the budget
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_process_caps: dict[int, float] = {}  # GPU index -> the allocator cap this process has set
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -28,22 +34,61 @@ def pick_dtype(device: torch.device, precision: str | None) -> torch.dtype:
     return PRECISIONS[precision or "fp16"]
 
 
+def ray_gpu_share() -> float | None:
+    """GPUs Ray reserved for the current actor (a Serve replica with num_gpus 0.25 -> 0.25), or
+    None outside a Ray actor. Never imports Ray: a Ray worker process has it loaded already."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:  # a driver or a task, not a replica
+        return None
+    return float(context.get_assigned_resources().get("GPU", 0.0))
+
+
+def replica_gpu_fraction(configured: float | None = None) -> float | None:
+    """The GPU memory share this process may use, or None for no cap.
+
+    Under Ray: the replica's fractional GPU reservation (a whole GPU or more, or none: no cap).
+    Elsewhere (in-process service, CLIs): `configured`, i.e. Settings.gpu_memory_fraction.
+    """
+    share = ray_gpu_share()
+    if share is None:
+        return configured
+    return share if 0.0 < share < 1.0 else None
+
+
+def cap_process_memory(index: int, fraction: float) -> float:
+    """Cap this process's CUDA allocator on GPU `index` at `fraction` of its memory, once: every
+    model of a process lives under the one cap, so the first fraction set stays (a different
+    later one is logged and ignored). Returns the fraction in force."""
+    if index not in _process_caps:
+        torch.cuda.set_per_process_memory_fraction(fraction, index)
+        _process_caps[index] = fraction
+    elif _process_caps[index] != fraction:
+        log.warning("GPU %d memory is already capped at %.3f for this process; ignoring %.3f",
+                    index, _process_caps[index], fraction)
+    return _process_caps[index]
+
+
 def memory_budget(device: torch.device, memory_fraction: float | None, weight_bytes: int) -> int:
-    """Bytes left for activations after weights, applying the per-process cap when one is given."""
+    """Bytes left for activations, applying the per-process cap when one is given.
+
+    Called after the model's weights are on the device: on a GPU they (and every other model
+    this process already holds) are counted as allocated; on the CPU `weight_bytes` is taken off.
+    """
     if memory_fraction is not None and not 0.0 < memory_fraction <= 1.0:
         raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
     if device.type != "cuda":
         return max(CPU_BUDGET_BYTES - weight_bytes, 64 * 1024**2)
     index = device.index if device.index is not None else torch.cuda.current_device()
     if memory_fraction is None:
-        # No cap given: size from what is free now (other replicas may share this GPU). Called
-        # after the weights are on the device, so they are already out of `free`.
+        # No cap given: size from what is free now (other replicas may share this GPU).
         free, _ = torch.cuda.mem_get_info(index)
         return max(free - GPU_RESERVE_BYTES, 64 * 1024**2)
-    # The cap is per process: a replica holding several models should pass one fraction for all.
-    torch.cuda.set_per_process_memory_fraction(memory_fraction, index)
-    total = int(torch.cuda.get_device_properties(index).total_memory * memory_fraction)
-    return max(total - weight_bytes - GPU_RESERVE_BYTES, 64 * 1024**2)
+    fraction = cap_process_memory(index, memory_fraction)
+    cap = int(torch.cuda.get_device_properties(index).total_memory * fraction)
+    return max(cap - torch.cuda.memory_allocated(index) - GPU_RESERVE_BYTES, 64 * 1024**2)
 
 
 def module_bytes(module: torch.nn.Module) -> int:

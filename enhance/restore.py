@@ -6,6 +6,7 @@ with a feathered mask. See enhance/temporal.py for the flicker counter-measures.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,9 @@ class FaceRestorer:
         engine: what runs, for job metadata (e.g. "gfpgan-v1.4 (torch)").
         device: torch device; None picks CUDA when available.
         options: precision, memory cap, batch size.
+
+    Counters since load: `faces_restored` (crops that went through the generator) and
+    `forward_passes` (generator calls; a batch of crops is one pass).
     """
 
     def __init__(self, net: GFPGANv1Clean, engine: str, device: str | torch.device | None = None,
@@ -63,6 +67,9 @@ class FaceRestorer:
         # Always taken: it also applies the per-process memory cap when one is given.
         budget = memory_budget(self.device, options.memory_fraction, module_bytes(self.net))
         self.batch_size = options.batch_size or int(max(1, min(MAX_BATCH, budget // self.bytes_per_face())))
+        self.faces_restored = 0
+        self.forward_passes = 0
+        self._count_lock = threading.Lock()  # stages may share one FaceRestorer across threads
 
     def bytes_per_face(self) -> float:
         """Estimated peak activation bytes of one face in a forward."""
@@ -93,6 +100,9 @@ class FaceRestorer:
             # 3. Restore; residual in pixel units.
             faces = (x / 127.5 - 1).to(self.dtype).contiguous(memory_format=self.memory_format)
             y = self.net(faces, self.randomize_noise).float().clamp(-1, 1)
+            with self._count_lock:
+                self.faces_restored += len(y)
+                self.forward_passes += 1
             residual = (y + 1) * 127.5 - x
             # 4. Temporal hold of the residual, restore-strength blend, back to uint8.
             if stabilizer is not None:

@@ -12,6 +12,7 @@ pixels, so borders look like the interior.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +130,9 @@ class Upscaler:
         device: torch device; None picks CUDA when available.
         options: tiling, precision and memory cap.
         scale: the factor of `upscale()` for the resample engine (networks carry their own).
+
+    `model_runs` counts the pictures the network has enlarged since load: one per picture, however
+    many tiles (and tile batches) that picture was cut into. Lanczos resampling never counts.
     """
 
     def __init__(self, net: nn.Module | None, engine: str, device: str | torch.device | None = None,
@@ -149,6 +153,8 @@ class Upscaler:
         else:
             self.context = CONTEXT_SRVGG if isinstance(net, SRVGGNetCompact) else CONTEXT_RRDB
         self.tile, self.tile_batch = self._plan_tiles()
+        self.model_runs = 0
+        self._count_lock = threading.Lock()  # stages may share one Upscaler across threads
 
     def _plan_tiles(self) -> tuple[int, int]:
         opts = self.options
@@ -190,6 +196,8 @@ class Upscaler:
             x = F.pad(x, (0, extra_w, 0, extra_h), mode="replicate")
         # 2. Run tile by tile, cross-fading overlaps into a float32 canvas.
         out = self._run_tiles(x)
+        with self._count_lock:
+            self.model_runs += 1
         # 3. Drop the padding.
         return out[..., pad * s:(pad + h) * s, pad * s:(pad + w) * s]
 
@@ -226,12 +234,18 @@ class Upscaler:
         y = self.upscale_tensor(x)
         return y.clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
 
-    def upscale_to(self, image: np.ndarray, width: int, height: int) -> np.ndarray:
-        """Bring an image to exactly (width, height): the network once when it enlarges, then Lanczos."""
+    def upscale_to(self, image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int]:
+        """Bring an image to exactly (width, height): the network once when it enlarges, then Lanczos.
+
+        Returns the image and the model runs this took: 1 when the network enlarged the picture,
+        0 when Lanczos alone did the job (resample engine, or no enlargement needed).
+        """
         _check_image(image)
         if width <= 0 or height <= 0:
             raise ValueError(f"target size must be positive, got {width}x{height}")
         h, w = image.shape[:2]
+        runs = 0
         if self.net is not None and (width > w or height > h):
             image = self.upscale(image)
-        return resize_lanczos(image, width, height)
+            runs = 1
+        return resize_lanczos(image, width, height), runs

@@ -65,6 +65,9 @@ class Settings(BaseModel):
     # Lip-sync
     latentsync_version: Literal["1.5", "1.6"] = "1.5"
     device: str = Field(default="auto")     # "auto" | "cpu" | "cuda"
+    # GPU memory share of one process outside Ray (in-process service, CLIs): it caps every model
+    # of the process together. None = no cap. Ray replicas cap at their own num_gpus instead.
+    gpu_memory_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
 
     @property
     def work_dir(self) -> Path:
@@ -97,6 +100,7 @@ class Settings(BaseModel):
             allow_private_inputs=_env_bool("PF_ALLOW_PRIVATE_INPUTS", False),
             latentsync_version=_env("PF_LATENTSYNC_VERSION", "1.5"),
             device=_env("PF_DEVICE", "auto"),
+            gpu_memory_fraction=_env("PF_GPU_MEMORY_FRACTION"),
         )
         values.update(overrides)
         return cls(**values)

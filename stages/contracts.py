@@ -63,7 +63,9 @@ class UpscaleResult(BaseModel):
     height: int
     scale: float = 1.0                     # output width / input width (face_box follows it)
     engine: str
-    runs: int = 1
+    # Upscale-model passes over the picture (all the tiles of one picture are one pass);
+    # 0 when Lanczos alone resampled it.
+    runs: int
     seconds: float
 
 

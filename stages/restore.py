@@ -22,7 +22,6 @@ from stages.workspace import scratch
 log = logging.getLogger("personaforge.restore")
 
 PASSTHROUGH = "passthrough (no GFPGAN weights on the models volume)"
-GPU_SHARE = 0.25   # this deployment's GPU fraction: its memory cap too (fractions don't isolate)
 BATCH = 16
 
 
@@ -36,12 +35,14 @@ class FaceRestoreStage:
         log.info("FaceRestore engine: %s", self.engine)
 
     def _load(self):
+        from enhance.device import replica_gpu_fraction
         from enhance.registry import load_face_restorer
         from enhance.restore import RestoreOptions
 
         device = None if self.settings.device == "auto" else self.settings.device
-        return load_face_restorer(self.settings.models_dir / "gfpgan", device,
-                                  RestoreOptions(memory_fraction=GPU_SHARE))
+        # the replica's GPU share is its memory cap too (fractional GPUs do not isolate memory)
+        cap = replica_gpu_fraction(self.settings.gpu_memory_fraction)
+        return load_face_restorer(self.settings.models_dir / "gfpgan", device, RestoreOptions(memory_fraction=cap))
 
     def describe(self) -> dict:
         return {"engine": self.engine}
@@ -59,7 +60,7 @@ class FaceRestoreStage:
         marks = self._landmarks(req.faces_key)
         stabilizer = ResidualStabilizer()
         n = req.frames.n_frames
-        done = 0
+        done = faces = 0
         with scratch(self.settings, req.job_id, "restore") as tmp:
             src = self.storage.get_file(req.frames.key, tmp)
             out = tmp / "restored.mp4"
@@ -72,13 +73,14 @@ class FaceRestoreStage:
                                                      stabilizer=stabilizer)
                     for frame in paste_back(batch, restored, invert(to_crop)):
                         writer.write(frame)
+                    faces += len(restored)
                     done += len(batch)
                     progress(done / max(n, 1))
             key = f"jobs/{req.job_id}/work/restored.mp4"
             self.storage.put_file(key, out)
         frames = FramesRef(key=key, width=req.frames.width, height=req.frames.height,
                            fps=req.frames.fps, n_frames=done)
-        return RestoreResult(frames=frames, engine=self.engine, restored_faces=done,
+        return RestoreResult(frames=frames, engine=self.engine, restored_faces=faces,
                              seconds=round(time.monotonic() - t0, 3))
 
     def _landmarks(self, key: str) -> np.ndarray:

@@ -16,7 +16,6 @@ from stages.workspace import scratch
 log = logging.getLogger("personaforge.upscale")
 
 LANCZOS = "lanczos-resample (no Real-ESRGAN weights on the models volume)"
-GPU_SHARE = 0.25  # this deployment's GPU fraction: its memory cap too
 X4_PREFERENCE = ("RealESRGAN_x4plus", "realesr-general-x4v3")
 
 
@@ -39,12 +38,13 @@ class UpscaleStage:
         log.info("Upscale engine: %s", self.engine)
 
     def _load(self) -> dict:
+        from enhance.device import replica_gpu_fraction
         from enhance.registry import load_upscaler, resample_upscaler
         from enhance.upscale import UpscaleOptions
 
         device = None if self.settings.device == "auto" else self.settings.device
         folder = self.settings.models_dir / "realesrgan"
-        opts = UpscaleOptions(memory_fraction=GPU_SHARE)
+        opts = UpscaleOptions(memory_fraction=replica_gpu_fraction(self.settings.gpu_memory_fraction))
         x4 = next((m for name in X4_PREFERENCE
                    if (m := load_upscaler(folder, name, device, opts)) is not None), None)
         x2 = load_upscaler(folder, "RealESRGAN_x2plus", device, opts)
@@ -68,11 +68,11 @@ class UpscaleStage:
             h, w = image.shape[:2]
             tw, th = fit_size(w, h, req.max_width, req.max_height)
             model = self.pick(tw / w)
-            out = model.upscale_to(image, tw, th)
+            out, runs = model.upscale_to(image, tw, th)
             path = tmp / "upscaled.png"
             save_image(path, out)
             self.storage.put_file(req.out_key, path)
         engine = model.engine if model is not self.models["resample"] else (
             LANCZOS if self.engine == LANCZOS else "lanczos-resample (downscale: no model needed)")
         return UpscaleResult(image_key=req.out_key, width=tw, height=th, scale=tw / w, engine=engine,
-                             runs=1, seconds=round(time.monotonic() - t0, 3))
+                             runs=runs, seconds=round(time.monotonic() - t0, 3))

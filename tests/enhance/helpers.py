@@ -22,6 +22,17 @@ UPSTREAM_ONLY_KWARGS = ("decoder_load_path", "fix_decoder")  # training-time opt
 torch.set_num_threads(2)
 
 
+def read_schema(name: str) -> dict[str, tuple[int, ...]]:
+    """An official checkpoint's key -> shape table (fixtures/enhance/*_schema.tsv), in file order."""
+    schema = {}
+    for line in (FIXTURES / name).read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape, _dtype = line.split("\t")
+        schema[key] = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
+    return schema
+
+
 @lru_cache(maxsize=1)
 def goldens() -> dict[str, torch.Tensor]:
     return load_file(str(PARITY))

@@ -5,23 +5,13 @@ import pytest
 import torch
 
 from enhance.registry import build_model
-from tests.enhance.helpers import FIXTURES, golden_config, golden_model, goldens
+from tests.enhance.helpers import FIXTURES, golden_config, golden_model, goldens, read_schema
 
 SCHEMAS = {
     "GFPGANv1.4": "gfpgan_v1.4_schema.tsv",
     "RealESRGAN_x4plus": "realesrgan_x4plus_schema.tsv",
     "realesr-general-x4v3": "realesr_general_x4v3_schema.tsv",
 }
-
-
-def read_schema(name: str) -> dict[str, tuple[int, ...]]:
-    schema = {}
-    for line in (FIXTURES / name).read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, _dtype = line.split("\t")
-        schema[key] = tuple(int(d) for d in shape.strip("()").split(",") if d.strip())
-    return schema
 
 
 @pytest.mark.parametrize("release", sorted(SCHEMAS))

@@ -113,7 +113,6 @@ def test_paste_back_rejects_bad_shapes():
 
 
 @pytest.mark.requires_cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_half_precision_restore_close_to_fp32():
     rng = np.random.default_rng(2)
     crops = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)

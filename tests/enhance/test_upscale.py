@@ -58,12 +58,25 @@ def test_upscale_to_runs_model_once_then_resamples_to_exact_size():
     net = golden_model("rrdbnet")
     upscaler = Upscaler(net, "tiny", "cpu", UpscaleOptions(tile=0))
     image = portrait_patch(0, 0, 30)[:, :24]
-    out = upscaler.upscale_to(image, 150, 100)  # 24x30 -> x4 = 96x120 -> Lanczos to 150x100
+    out, runs = upscaler.upscale_to(image, 150, 100)  # 24x30 -> x4 = 96x120 -> Lanczos to 150x100
     assert out.shape == (100, 150, 3) and out.dtype == np.uint8
+    assert runs == 1 and upscaler.model_runs == 1
     expected = resize_lanczos(upscaler.upscale(image), 150, 100)
-    assert np.array_equal(out, expected)
+    assert np.array_equal(out, expected) and upscaler.model_runs == 2
     # shrinking never runs the model
-    assert np.array_equal(upscaler.upscale_to(image, 12, 15), resize_lanczos(image, 12, 15))
+    small, runs = upscaler.upscale_to(image, 12, 15)
+    assert np.array_equal(small, resize_lanczos(image, 12, 15))
+    assert runs == 0 and upscaler.model_runs == 2
+
+
+def test_a_tiled_picture_counts_as_one_model_run():
+    net = golden_model("rrdbnet")
+    upscaler = Upscaler(net, "tiny", "cpu", UpscaleOptions(tile=32, overlap=8, context=8, tile_batch=2))
+    forwards = []
+    net.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[0]))
+    _, runs = upscaler.upscale_to(portrait_patch(0, 0, 64), 256, 256)
+    assert runs == 1 and upscaler.model_runs == 1
+    assert len(forwards) > 1 and sum(forwards) == len(axis_tiles(84, 32, 8, 8)) ** 2  # 64 + 2 * 10 border px
 
 
 def test_lanczos_engine_is_a_real_resampler():
@@ -76,6 +89,8 @@ def test_lanczos_engine_is_a_real_resampler():
     assert np.abs(back.astype(float) - image).mean() < 2.0
     with pytest.raises(ValueError, match="RGB uint8"):
         upscaler.upscale(image.astype(np.float32))
+    resized, runs = upscaler.upscale_to(image, 200, 120)
+    assert resized.shape == (120, 200, 3) and runs == 0 and upscaler.model_runs == 0
 
 
 def test_dtype_and_memory_driven_tile_plan_on_cpu():
@@ -95,7 +110,6 @@ def test_dtype_and_memory_driven_tile_plan_on_cpu():
 
 
 @pytest.mark.requires_cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_half_precision_close_to_fp32_and_memory_cap():
     image = portrait_patch(60, 150, 96)
     net = load_ncnn_model("realesrgan-x4plus")
@@ -108,3 +122,22 @@ def test_gpu_half_precision_close_to_fp32_and_memory_cap():
         assert np.abs(out.astype(float) - ref).mean() < (0.5 if precision == "fp16" else 2.0)
     total = torch.cuda.get_device_properties(0).total_memory
     assert torch.cuda.max_memory_reserved() <= 0.2 * total
+
+
+@pytest.mark.requires_cuda
+def test_tiled_equals_untiled_real_x4plus_weights(monkeypatch):
+    """RRDBNet x4plus sees far: its default context must keep tiles within 1/255 of one whole pass.
+    Real weights (ncnn package), fp32 without TF32 (the tiling is under test, not the precision);
+    a CUDA test because the tiles cost ~15x a whole 96 px pass, minutes on a small CPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    image = portrait_patch(40, 120, 256)
+    net = load_ncnn_model("realesrgan-x4plus")
+    whole = Upscaler(net, "x4plus", "cuda", UpscaleOptions(tile=0, precision="fp32")).upscale(image)
+    tiled_upscaler = Upscaler(net, "x4plus", "cuda", UpscaleOptions(tile=64, precision="fp32"))
+    tiled = tiled_upscaler.upscale(image)
+    assert whole.shape == tiled.shape == (1024, 1024, 3)
+    assert max_level_diff(whole, tiled) <= 1
+    # 256 + 2*10 border px in 64 px tiles: 5 x 5 tiles, each seeing 64 + 2*32 px
+    assert len(axis_tiles(276, 64, 16, tiled_upscaler.context)) == 5 and tiled_upscaler.context == 32
+    seamy = Upscaler(net, "x4plus", "cuda", UpscaleOptions(tile=64, overlap=0, context=0, precision="fp32"))
+    assert max_level_diff(whole, seamy.upscale(image)) > 1

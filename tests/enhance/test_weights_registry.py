@@ -1,5 +1,9 @@
-"""Checkpoint loading (official layouts, readable errors) and the loaders the stages call."""
+"""Checkpoint loading (official layouts, readable errors), the loaders the stages call, and the
+paths download_models.py writes being the paths the stages read."""
 from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +13,11 @@ import enhance
 from enhance.registry import build_model, find_weight_file
 from enhance.upscale import UpscaleOptions
 from enhance.weights import load_weights, read_state_dict
-from tests.enhance.helpers import golden_model, goldens, portrait_patch
+from serve_app.settings import Settings
+from stages.restore import FaceRestoreStage
+from stages.upscale import UpscaleStage
+from tests.enhance.helpers import golden_model, goldens, portrait_patch, read_schema
+from weights import registry
 
 
 def test_reads_params_ema_then_params_then_flat(tmp_path):
@@ -71,4 +79,46 @@ def test_embedded_upscaler_uses_real_ncnn_weights_and_resample_fallback():
     assert upscaler.net is not None
     fallback = enhance.resample_upscaler()
     assert fallback.engine == "lanczos-resample" and fallback.net is None
-    assert fallback.upscale_to(portrait_patch(0, 0, 8), 20, 30).shape == (30, 20, 3)
+    resized, runs = fallback.upscale_to(portrait_patch(0, 0, 8), 20, 30)
+    assert resized.shape == (30, 20, 3) and runs == 0
+
+
+def stage_settings(tmp_path) -> Settings:
+    return Settings(storage="local", storage_dir=tmp_path / "store", cache_dir=tmp_path / "cache",
+                    models_dir=tmp_path / "models", personas_dir=tmp_path / "personas", device="cpu")
+
+
+@pytest.mark.parametrize("entry", registry.select("restore"), ids=lambda w: w.name)
+def test_full_size_official_layout_gfpgan_loads_strict_where_download_models_puts_it(tmp_path, entry):
+    """A checkpoint laid out like the released GFPGANv1.4.pth (the official key/shape schema,
+    87M random float32 values, under 'params_ema'), written at the registry's destination, is
+    loaded by the FaceRestore stage strictly and value for value."""
+    g = torch.Generator().manual_seed(0)
+    state = OrderedDict((k, torch.randn(shape, generator=g))
+                        for k, shape in read_schema("gfpgan_v1.4_schema.tsv").items())
+    sums = {k: v.double().sum().item() for k, v in state.items()}
+    path = registry.model_path(tmp_path / "models", entry.name)
+    path.parent.mkdir(parents=True)
+    torch.save({"params_ema": state}, path)
+    del state  # keep one copy in memory at a time (348 MB)
+
+    stage = FaceRestoreStage(stage_settings(tmp_path))
+
+    assert stage.engine == f"{path.stem.lower()} (torch)"
+    loaded = stage.restorer.net.state_dict()
+    assert len(loaded) == len(sums) == 285
+    assert {k: v.double().sum().item() for k, v in loaded.items()} == sums
+
+
+@pytest.mark.parametrize("entry", registry.select("upscale"), ids=lambda w: w.name)
+def test_upscale_downloads_are_where_the_upscale_stage_loads_them(tmp_path, entry):
+    stem = Path(entry.path).stem  # the release file name
+    state = {k: torch.full(v.shape, 0.01) for k, v in build_model(stem, "meta").state_dict().items()}
+    path = registry.model_path(tmp_path / "models", entry.name)
+    path.parent.mkdir(parents=True)
+    torch.save({"params_ema": state}, path)
+
+    stage = UpscaleStage(stage_settings(tmp_path))
+
+    loaded = [m.engine for m in stage.models.values() if m is not None and m.net is not None]
+    assert loaded == [f"{stem} (torch)"]
