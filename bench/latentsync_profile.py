@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from bench.latentsync_unet import time_ms  # noqa: E402
 from lipsync.latentsync.config import tiny_unet_config, unet_config  # noqa: E402
 from lipsync.latentsync.unet import build_unet  # noqa: E402
 from lipsync.latentsync.unet_layers import Attention, Downsample, FeedForward, ResnetBlock, Upsample  # noqa: E402
@@ -174,29 +175,10 @@ def time_attention(shape, device, dtype, iters: int) -> dict[str, float]:
     for label, fn in variants.items():
         try:
             err = ((fn().float() - ref).norm() / ref.norm()).item()
-            out[label] = round(median_ms(fn, device, iters), 4) if err < 2e-2 else float("nan")
+            out[label] = round(time_ms(fn, device, iters, warmup=2), 4) if err < 2e-2 else float("nan")
         except RuntimeError:  # backend does not take this shape / dtype
             out[label] = None
     return out
-
-
-def median_ms(fn, device, iters: int) -> float:
-    for _ in range(2):
-        fn()
-    samples = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            samples.append(s.elapsed_time(e))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
 
 
 def profile_version(version: str, chunks: int, args, device, dtype) -> dict:
@@ -215,7 +197,7 @@ def profile_version(version: str, chunks: int, args, device, dtype) -> dict:
     audio = torch.randn(batch * frames, 50, config.cross_attention_dim, generator=gen, device=device, dtype=dtype)
     t = torch.tensor(501, device=device)
     with torch.inference_mode():
-        whole_ms = median_ms(lambda: unet(sample, t, audio), device, args.iters)
+        whole_ms = time_ms(lambda: unet(sample, t, audio), device, args.iters, warmup=2)
         timer = KindTimer(unet, device)
         per_call: dict[str, list[float]] = defaultdict(list)
         for _ in range(max(3, args.iters // 4)):

@@ -78,3 +78,14 @@ def ebur128(path: str, tmp_path: Path) -> tuple[float, float]:
 
 def all_frames(path: str) -> list[np.ndarray]:
     return list(read_frames(path))
+
+
+def click_time(path: str, sr: int = SR) -> tuple[float, float]:
+    """(time in s, peak over median) of the loudest broadband event in the file's first channel:
+    everything under 5 kHz removed, so voices and tonal beds drop out and a click stands alone."""
+    audio = decode_audio(path, sr)[:, 0].astype(np.float64)
+    spec = np.fft.rfft(audio)
+    spec[np.fft.rfftfreq(len(audio), 1 / sr) < 5000] = 0
+    high = np.abs(np.fft.irfft(spec, len(audio)))
+    peak = int(np.argmax(high))
+    return peak / sr, float(high[peak] / np.median(high))
