@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 import time
 
-from serve_app.api import open_linked_storage
 from serve_app.settings import Settings
-from serve_app.storage import Storage
+from serve_app.storage import Storage, open_storage
 
 log = logging.getLogger("ray.serve")
 
@@ -27,7 +26,7 @@ def stage_setup(overrides: dict | None) -> tuple[Settings, Storage]:
     """The stage's settings (environment + bound overrides) and its storage, opened exactly as
     the ingress opens it: with PF_API_KEY set, the links a stage returns are signed."""
     settings = Settings.from_env(**(overrides or {}))
-    return settings, open_linked_storage(settings)
+    return settings, open_storage(settings)
 
 
 class StageMetrics:

@@ -2,6 +2,8 @@
 later renders only redo the face."""
 from __future__ import annotations
 
+import asyncio
+
 from serve_app.runner import JobContext
 from serve_app.schemas import JobResult
 from stages.contracts import FinishRequest, RestoreRequest, TakeRequest, UpscaleRequest
@@ -46,7 +48,7 @@ async def run(ctx: JobContext) -> JobResult:
                       "width": done.width, "height": done.height, "fps": done.fps})
 
     # 5. The manifest a later video_render reads (bucket + personas volume).
-    manifest = write_manifest(ctx.storage, ctx.settings.personas_dir, persona_id, {
+    manifest = await asyncio.to_thread(write_manifest, ctx.storage, ctx.settings.personas_dir, persona_id, {
         "persona_id": persona_id, "archetype": req.get("archetype", ""),
         "primary_image_key": up.image_key, "engines": engines, "base_takes": takes})
     public = [{k: t[k] for k in ("id", "emotion", "angle", "intensity", "video_url", "duration")}

@@ -1,6 +1,8 @@
 """video_render: lip-sync, face restore, upscale once, mix + captions + encode + thumbnail."""
 from __future__ import annotations
 
+import asyncio
+
 from serve_app.runner import JobContext
 from serve_app.schemas import JobResult
 from stages.contracts import (FinishRequest, LipSyncRequest, RestoreRequest, UpscaleRequest)
@@ -17,7 +19,7 @@ async def run(ctx: JobContext) -> JobResult:
     # 1. The picture source. A persona take was restored and upscaled when the persona was built;
     #    a still image is upscaled ONCE here, to fit the output format, before any frame exists.
     if req.get("persona_id"):
-        take = _find_take(ctx, req["persona_id"], req["take_id"])
+        take = await _find_take(ctx, req["persona_id"], req["take_id"])
         source = dict(source_key=take["key"], source_kind="video", track_key=take.get("track_key"),
                       face_box=None)
         engines["upscale"] = "none (persona take, upscaled at build)"
@@ -74,8 +76,8 @@ async def run(ctx: JobContext) -> JobResult:
     })
 
 
-def _find_take(ctx: JobContext, persona_id: str, take_id: str) -> dict:
-    manifest = load_manifest(ctx.storage, persona_id)
+async def _find_take(ctx: JobContext, persona_id: str, take_id: str) -> dict:
+    manifest = await asyncio.to_thread(load_manifest, ctx.storage, persona_id)  # off the loop
     if manifest is None:
         raise StageError("UNKNOWN_PERSONA", f"persona {persona_id!r} has not been built")
     for take in manifest["base_takes"]:

@@ -13,9 +13,7 @@ Every client mistake is a 4xx with {"error": {"code", "message"}} naming the fie
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import time
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -29,8 +27,7 @@ from serve_app.inputs import InputError
 from serve_app.runner import QueueFull
 from serve_app.schemas import (ApiError, HealthResponse, RunRequest, RunResponse,
                                StatusResponse)
-from serve_app.settings import Settings
-from serve_app.storage import LocalStorage, Storage, StorageError, open_storage
+from serve_app.storage import LocalStorage, StorageError, link_signer
 
 # Every route can answer these (the guard runs before any route; storage may be down), all
 # with the ApiError body. 422 is an input that decodes but cannot be used (InputError).
@@ -39,7 +36,6 @@ ERROR_RESPONSES = {status: {"model": ApiError, "description": why} for status, w
     (404, "no such job or endpoint"), (413, "request body too large"),
     (415, "media of an unsupported type"), (422, "media that cannot be used"),
     (429, "queue full; see Retry-After"), (503, "storage unavailable; see Retry-After"))}
-LINK_TTL_S = 7 * 24 * 3600
 
 
 class PurgeResponse(BaseModel):
@@ -60,35 +56,6 @@ def _loc(loc: tuple) -> str:
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
     return out or "body"
-
-
-class LinkSigner:
-    """HMAC-signed, expiring links for local files, so output URLs work without the API key."""
-
-    def __init__(self, secret: str):
-        self._secret = hashlib.sha256(b"personaforge-files:" + secret.encode()).digest()
-
-    def __call__(self, key: str) -> str:
-        exp = int(time.time()) + LINK_TTL_S
-        return f"exp={exp}&sig={self._sig(key, exp)}"
-
-    def _sig(self, key: str, exp: int) -> str:
-        return hmac.new(self._secret, f"{key}\n{exp}".encode(), hashlib.sha256).hexdigest()
-
-    def check(self, key: str, exp: int, sig: str) -> bool:
-        return exp >= time.time() and hmac.compare_digest(self._sig(key, exp), sig or "")
-
-
-def link_signer(settings: Settings) -> LinkSigner | None:
-    """The file-link signer for these settings: None without an API key. Every replica (the
-    ingress and each stage) builds it from the same PF_API_KEY, so a link any stage makes is
-    one the ingress's /files route accepts."""
-    return LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
-
-
-def open_linked_storage(settings: Settings) -> Storage:
-    """Storage whose local links are signed when an API key is set: what every replica opens."""
-    return open_storage(settings, signer=link_signer(settings))
 
 
 _DEFAULT_SERVICE = None  # the service of this process (set by the Serve ingress replica)

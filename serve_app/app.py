@@ -20,9 +20,10 @@ from deployments.face_restore import FaceRestore
 from deployments.finisher import Finisher
 from deployments.lipsync import LipSync
 from deployments.upscale import Upscale
-from serve_app.api import bind_service, build_api, open_linked_storage
+from serve_app.api import bind_service, build_api
 from serve_app.service import StudioService
 from serve_app.settings import Settings
+from serve_app.storage import open_storage
 
 log = logging.getLogger("ray.serve")
 
@@ -51,7 +52,7 @@ class StudioIngress:
         async def call(stage: str, method: str, request):
             return await getattr(handles[stage], method).remote(request)
 
-        self.service = StudioService(settings, call, storage=open_linked_storage(settings))
+        self.service = StudioService(settings, call, storage=open_storage(settings))
         self._handles = handles
         # process-wide, not on the app object: Serve pickles that object for every replica
         bind_service(None, self.service)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from serve_app.api import open_linked_storage
 from serve_app.service import StudioService
 from serve_app.settings import Settings
-from serve_app.storage import Storage
+from serve_app.storage import Storage, open_storage
 
 
 def build_stages(settings: Settings, storage: Storage) -> dict:
@@ -23,7 +22,7 @@ def build_stages(settings: Settings, storage: Storage) -> dict:
 
 
 def build_service(settings: Settings, stages: dict | None = None) -> StudioService:
-    storage = open_linked_storage(settings)
+    storage = open_storage(settings)
     stages = stages if stages is not None else build_stages(settings, storage)
 
     async def call(stage: str, method: str, request):

@@ -149,14 +149,16 @@ class JobRunner:
         record.owner = self.replica_id
         stored, created = await asyncio.to_thread(self.store.create, record)
         if created:
-            self._start(stored.id)
+            self._start(stored.id, attempt=1)
         return stored, created
 
-    def _start(self, job_id: str) -> None:
+    def _start(self, job_id: str, attempt: int) -> None:
+        """Schedule run number `attempt` of the job (fixed now, claimed when a slot is free)."""
         if job_id in self._tasks:
             return
         self._done[job_id] = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(self._execute(job_id), name=f"job-{job_id}")
+        task = asyncio.get_running_loop().create_task(self._execute(job_id, attempt),
+                                                      name=f"job-{job_id}")
         self._tasks[job_id] = task
 
     async def wait(self, job_id: str, timeout_s: float) -> None:
@@ -168,12 +170,12 @@ class JobRunner:
                 pass
 
     # ---- execution -------------------------------------------------------------------------
-    async def _execute(self, job_id: str) -> None:
+    async def _execute(self, job_id: str, attempt: int) -> None:
         try:
             async with self._slots:
                 self._running_ids.add(job_id)
                 try:
-                    await self._run_once(job_id)
+                    await self._run_once(job_id, attempt)
                 finally:
                     self._running_ids.discard(job_id)
         finally:
@@ -182,14 +184,13 @@ class JobRunner:
             if event:
                 event.set()
 
-    async def _run_once(self, job_id: str) -> None:
+    async def _run_once(self, job_id: str, attempt: int) -> None:
         rec = await asyncio.to_thread(self.store.get, job_id)
-        if rec is None or rec.status.final:
-            return
+        if rec is None or rec.status.final or rec.attempts >= attempt:
+            return  # done, or this attempt (or a later one) already started elsewhere
         if await asyncio.to_thread(self.store.cancel_requested, job_id):
             return await self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
                 code="CANCELLED", message="cancelled before it started"))
-        attempt = rec.attempts + 1
         if not await asyncio.to_thread(self.store.claim, job_id, attempt, self.replica_id):
             log.info("job %s: attempt %d already runs on another replica", job_id, attempt)
             return
@@ -343,32 +344,30 @@ class JobRunner:
     async def reap(self) -> list[str]:
         """Adopt jobs whose owner is gone: re-run them, or fail them with a reason after
         max_attempts. Returns the ids acted on."""
-        acted, restart = await asyncio.to_thread(self._reap_scan)
-        for job_id in restart:
-            self._start(job_id)
+        acted, restart = await asyncio.to_thread(self._reap_scan, set(self._tasks))
+        for job_id, attempt in restart:
+            self._start(job_id, attempt)
         return acted
 
     def _owner_alive(self, rec: JobRecord, now: float) -> bool:
-        """A job is its owner's while the owner beats: its own heartbeat while it runs, the
-        replica's beat while it waits in that replica's queue. A released job (owner None, left
-        by a draining replica) is free at once."""
-        if rec.owner is None:
-            return rec.status != JobStatus.IN_QUEUE and \
-                now - (rec.heartbeat_at or rec.created_at) < self.settings.lease_s
-        if rec.owner == self.replica_id:
-            return rec.id in self._tasks
-        last = rec.heartbeat_at or rec.created_at
-        if now - last < self.settings.lease_s:
+        """A job is its owner's while the owner beats: its own heartbeat (or, new, its creation)
+        within the lease, or, while it waits in a live replica's queue, that replica's beat. A
+        job released by a draining replica (owner None, waiting) is free at once."""
+        if rec.owner is None and rec.status == JobStatus.IN_QUEUE:
+            return False
+        if now - (rec.heartbeat_at or rec.created_at) < self.settings.lease_s:
             return True
+        if rec.owner is None or rec.owner == self.replica_id or rec.status != JobStatus.IN_QUEUE:
+            return False  # this replica's own: it would be in `local`
         seen = self.store.replica_seen(rec.owner)
-        return seen is not None and now - seen < self.settings.lease_s and \
-            rec.status == JobStatus.IN_QUEUE
+        return seen is not None and now - seen < self.settings.lease_s
 
-    def _reap_scan(self) -> tuple[list[str], list[str]]:
+    def _reap_scan(self, local: set[str]) -> tuple[list[str], list[tuple[str, int]]]:
+        """`local`: the jobs this replica has tasks for (read on the loop, not in this thread)."""
         acted, restart = [], []
         now = time.time()
         for job_id in self.store.active_ids():
-            if job_id in self._tasks:
+            if job_id in local:
                 continue
             rec = self.store.get(job_id)
             if rec is None or rec.status.final or self._owner_alive(rec, now):
@@ -386,7 +385,7 @@ class JobRunner:
                 rec.status, rec.owner, rec.heartbeat_at = JobStatus.IN_QUEUE, self.replica_id, now
                 self.store.save(rec)
                 self.counts["retried"] += 1
-                restart.append(job_id)
+                restart.append((job_id, rec.attempts + 1))
             acted.append(job_id)
         return acted, restart
 

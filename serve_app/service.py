@@ -47,11 +47,10 @@ INPUT_FETCH_BUDGET_S = 120.0
 
 
 class StudioService:
-    def __init__(self, settings: Settings, call: StageCall, storage: Storage | None = None,
-                 replica_id: str | None = None):
+    def __init__(self, settings: Settings, call: StageCall, storage: Storage | None = None):
         self.settings = settings
         self.storage = storage or open_storage(settings)
-        self.runner = JobRunner(settings, self.storage, GRAPHS, call, replica_id=replica_id)
+        self.runner = JobRunner(settings, self.storage, GRAPHS, call)
         self.policy = FetchPolicy(allow_http=settings.allow_http_inputs,
                                   allow_private=settings.allow_private_inputs)
         self.limits = Limits()

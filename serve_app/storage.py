@@ -5,6 +5,8 @@ Keys are slash-separated and built only from validated ids (serve_app.ids), e.g.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import mimetypes
 import os
@@ -282,7 +284,36 @@ class S3Storage(Storage):
             ExpiresIn=self.presign_expiry_s)
 
 
-def open_storage(settings: Settings, signer=None) -> Storage:
+LINK_TTL_S = 7 * 24 * 3600
+
+
+class LinkSigner:
+    """HMAC-signed, expiring links for local files, so output URLs work without the API key."""
+
+    def __init__(self, secret: str):
+        self._secret = hashlib.sha256(b"personaforge-files:" + secret.encode()).digest()
+
+    def __call__(self, key: str) -> str:
+        exp = int(time.time()) + LINK_TTL_S
+        return f"exp={exp}&sig={self._sig(key, exp)}"
+
+    def _sig(self, key: str, exp: int) -> str:
+        return hmac.new(self._secret, f"{key}\n{exp}".encode(), hashlib.sha256).hexdigest()
+
+    def check(self, key: str, exp: int, sig: str) -> bool:
+        return exp >= time.time() and hmac.compare_digest(self._sig(key, exp), sig or "")
+
+
+def link_signer(settings: Settings) -> LinkSigner | None:
+    """The file-link signer for these settings: None without an API key. Every replica (the
+    ingress and each stage) builds it from the same PF_API_KEY, so a link any stage makes is
+    one the ingress's /files route accepts."""
+    return LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage every replica opens: S3 from the R2_* settings, else the local folder, whose
+    links are signed when an API key is set."""
     if settings.storage == "s3":
         missing = [n for n, v in (("R2_ENDPOINT", settings.r2_endpoint),
                                   ("R2_ACCESS_KEY", settings.r2_access_key),
@@ -293,4 +324,4 @@ def open_storage(settings: Settings, signer=None) -> Storage:
         return S3Storage(settings.r2_endpoint, settings.r2_access_key.get_secret_value(),
                          settings.r2_secret_key.get_secret_value(), settings.r2_bucket,
                          settings.r2_public_url, settings.presign_expiry_s)
-    return LocalStorage(settings.storage_dir, settings.public_base_url, signer=signer)
+    return LocalStorage(settings.storage_dir, settings.public_base_url, signer=link_signer(settings))

@@ -52,8 +52,14 @@ class LipSyncStage:
         log.info("LipSync engine: %s", self.engine)
 
     def _load_latentsync(self):
-        from lipsync.latentsync.engine import load_latentsync_engine
+        from enhance.device import cap_process_memory, replica_gpu_fraction
+        from lipsync.latentsync.engine import load_latentsync_engine, resolve_device
 
+        # Fractional GPUs share memory without isolation: stay inside this replica's share.
+        device = resolve_device(self.settings.device)
+        fraction = replica_gpu_fraction(self.settings.gpu_memory_fraction)
+        if device.type == "cuda" and fraction is not None:
+            cap_process_memory(device.index or 0, fraction)
         return load_latentsync_engine(self.settings.models_dir, self.settings.latentsync_version,
                                       device=self.settings.device, detector=self.detector)
 

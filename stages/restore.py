@@ -14,7 +14,7 @@ from lipsync.source import pingpong_index
 from media.frames import FrameWriter, read_frames
 from serve_app.jobs import JobStore
 from serve_app.settings import Settings
-from serve_app.storage import Storage, open_storage
+from serve_app.storage import Storage
 from stages.contracts import FramesRef, RestoreRequest, RestoreResult
 from stages.progress import StageProgress
 from stages.workspace import scratch
@@ -26,9 +26,9 @@ BATCH = 16
 
 
 class FaceRestoreStage:
-    def __init__(self, settings: Settings, storage: Storage | None = None, restorer=None):
+    def __init__(self, settings: Settings, storage: Storage, restorer=None):
         self.settings = settings
-        self.storage = storage or open_storage(settings)
+        self.storage = storage
         self.store = JobStore(self.storage)
         self.restorer = restorer if restorer is not None else self._load()
         self.engine = self.restorer.engine if self.restorer is not None else PASSTHROUGH

@@ -9,7 +9,7 @@ import time
 
 from media.frames import load_image, save_image
 from serve_app.settings import Settings
-from serve_app.storage import Storage, open_storage
+from serve_app.storage import Storage
 from stages.contracts import UpscaleRequest, UpscaleResult
 from stages.workspace import scratch
 
@@ -28,9 +28,9 @@ def fit_size(width: int, height: int, max_width: int, max_height: int) -> tuple[
 
 
 class UpscaleStage:
-    def __init__(self, settings: Settings, storage: Storage | None = None, models: dict | None = None):
+    def __init__(self, settings: Settings, storage: Storage, models: dict | None = None):
         self.settings = settings
-        self.storage = storage or open_storage(settings)
+        self.storage = storage
         # {"x2": Upscaler | None, "x4": Upscaler | None, "resample": Upscaler}
         self.models = models if models is not None else self._load()
         best = self.models.get("x4") or self.models.get("x2")

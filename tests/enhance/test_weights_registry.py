@@ -14,6 +14,7 @@ from enhance.registry import build_model, find_weight_file
 from enhance.upscale import UpscaleOptions
 from enhance.weights import load_weights, read_state_dict
 from serve_app.settings import Settings
+from serve_app.storage import open_storage
 from stages.restore import FaceRestoreStage
 from stages.upscale import UpscaleStage
 from tests.enhance.helpers import golden_model, goldens, portrait_patch, read_schema
@@ -102,7 +103,8 @@ def test_full_size_official_layout_gfpgan_loads_strict_where_download_models_put
     torch.save({"params_ema": state}, path)
     del state  # keep one copy in memory at a time (348 MB)
 
-    stage = FaceRestoreStage(stage_settings(tmp_path))
+    settings = stage_settings(tmp_path)
+    stage = FaceRestoreStage(settings, open_storage(settings))
 
     assert stage.engine == f"{path.stem.lower()} (torch)"
     loaded = stage.restorer.net.state_dict()
@@ -118,7 +120,8 @@ def test_upscale_downloads_are_where_the_upscale_stage_loads_them(tmp_path, entr
     path.parent.mkdir(parents=True)
     torch.save({"params_ema": state}, path)
 
-    stage = UpscaleStage(stage_settings(tmp_path))
+    settings = stage_settings(tmp_path)
+    stage = UpscaleStage(settings, open_storage(settings))
 
     loaded = [m.engine for m in stage.models.values() if m is not None and m.net is not None]
     assert loaded == [f"{stem} (torch)"]

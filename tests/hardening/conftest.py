@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app.api import build_api, open_linked_storage
+from serve_app.api import build_api
 from serve_app.inprocess import build_service, build_stages
 from serve_app.jobs import REPLICAS_PREFIX
 from serve_app.settings import Settings
+from serve_app.storage import open_storage
 from tests.app.helpers import b64, small_portrait, speechlike
 
 BASE = "/v2/local"
@@ -150,7 +151,7 @@ class Watched:
 
 
 def watched_service(settings: Settings, recorder: Recorder | None = None):
-    stages = build_stages(settings, open_linked_storage(settings))
+    stages = build_stages(settings, open_storage(settings))
     if recorder is not None:
         stages = {name: Watched(name, s, recorder) for name, s in stages.items()}
     return build_service(settings, stages=stages)

@@ -16,7 +16,8 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from serve_app.api import LinkSigner, build_api
+from serve_app.api import build_api
+from serve_app.storage import LinkSigner
 from tests.hardening.conftest import (BASE, Recorder, make_client, tiny_job, wait_final_http,
                                       watched_service)
 from tests.s3server import KEY, S3Server

@@ -69,7 +69,7 @@ def test_killed_lipsync_replica_mid_job_is_retried_not_stuck(tmp_path, long_medi
         after = _replicas(ray, "LipSync")
         health = c.get(f"{base}/health").json()
         # 3. Through Serve's proxy too, a chunked body past the limit is refused unread.
-        head = (f"POST /v2/kill/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        head = ("POST /v2/kill/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                 "application/json\r\nTransfer-Encoding: chunked").encode()
         big = raw_request(port, head, [b"A" * 65536] * 256, finish=False, timeout=30)
         figures.count("bad inputs tried", 1, "oversized bodies")

@@ -50,8 +50,8 @@ def test_burst_of_100_nothing_lost_nothing_twice(sandbox, tiny_media, figures):
     runner, peak = service.runner, {"waiting": 0}
     real_start = runner._start
 
-    def start(job_id):
-        real_start(job_id)
+    def start(job_id, attempt):
+        real_start(job_id, attempt)
         peak["waiting"] = max(peak["waiting"], runner.waiting)
     runner._start = start
 
