@@ -12,9 +12,10 @@ on a synthetic 1280x720 portrait + 10 s of synthetic voice, 20 steps, CFG 1.5, D
 
 Official reference (LATENTSYNC.md §7, H100, fp16, official pipeline, 252 frames, total call):
 v1.5 37.3 s (6.7 fps), v1.5 + DeepCache 20.9 s, v1.6 75.0 s (3.4 fps), v1.6 + DeepCache 45.6 s.
-Ours, H100 80GB, torch 2.11 cu130, bf16, CUDA graphs, 250 frames, 2026-11-25 (total call):
-  v1.5 (4 chunks/call) 13.0-13.7 s (18-19 fps), + DeepCache 5.9-6.2 s (40-42 fps)
-  v1.6 (2 chunks/call) 53.1 s (4.7 fps),         + DeepCache 24.5 s (10.2 fps)
+Ours, H200, torch 2.11 cu130, bf16, CUDA graphs, 250 frames, 2026-11-30 (total call), fused kernels:
+  v1.5 (4 chunks/call) 7.67-7.91 s (32-33 fps), + DeepCache 3.56-3.76 s (67-70 fps)
+  v1.6 (2 chunks/call) 32.2 s (7.8 fps),         + DeepCache 15.3 s (16.3 fps)
+  reference path, same machine: v1.5 12.1 s / DC 5.49 s, v1.6 49.5 s / DC 23.0 s
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from lipsync.latentsync.config import tiny_unet_config, unet_config  # noqa: E40
 from lipsync.latentsync.engine import CudaGraphUNet  # noqa: E402
 from lipsync.latentsync.pipeline import LatentSyncPipeline, PipelineOptions, SamplingOptions, plan_groups  # noqa: E402
 from lipsync.latentsync.unet import build_unet, compile_unet  # noqa: E402
+from lipsync.latentsync.unet_fast import disable_fast_path, enable_fast_path  # noqa: E402
 from lipsync.latentsync.vae import SD_VAE_FT_MSE_CONFIG, TINY_VAE_CONFIG, build_vae  # noqa: E402
 from lipsync.latentsync.whisper import WHISPER_TINY, WhisperEncoderDims, load_whisper_encoder  # noqa: E402
 
@@ -52,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--deepcache", default="off,on")
     p.add_argument("--chunks-per-call", default="auto", help="'auto' (from the A/B, else 4 at 256 / 2 at 512) or N")
     p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"], help="CUDA graphs for the UNet")
+    p.add_argument("--fast", default="auto", choices=["auto", "on", "off"],
+                   help="fused Triton kernels (unet_fast.py); auto = on when supported, and the A/B times both")
     p.add_argument("--no-ab", action="store_true", help="skip the quick A/B of UNet modes / VAE layout")
     p.add_argument("--compile", default=None, help="'regional' or a torch.compile mode (turns graphs off)")
     p.add_argument("--json", default=None, help="also write all results here")
@@ -117,8 +121,17 @@ def unet_flops(config, batch: int, frames: int, width: int) -> tuple[float, floa
     return float(full.get_total_flops()), float(cached.get_total_flops())
 
 
-def ab_unet(unet, device, width: int, candidates: list[int], graphs: list[bool]) -> list[dict]:
-    """ms of one full and one cached UNet call per (chunks per call, graphs), CFG batch, 16 frames."""
+def ab_unet(unet, device, width: int, candidates: list[int], graphs: list[bool], fast: list[bool]) -> list[dict]:
+    """ms of one full and one cached UNet call per (fused kernels, graphs, chunks per call), CFG batch,
+    16 frames. Leaves the model on the path of the last `fast` entry."""
+    rows = []
+    for use_fast in fast:
+        enable_fast_path(unet) if use_fast else disable_fast_path(unet)
+        rows += [{"fast": use_fast, **r} for r in _ab_unet(unet, device, width, candidates, graphs, use_fast)]
+    return rows
+
+
+def _ab_unet(unet, device, width: int, candidates: list[int], graphs: list[bool], use_fast: bool) -> list[dict]:
     cfg = unet.config
     lat = cfg.latent_size
     rows = []
@@ -136,12 +149,12 @@ def ab_unet(unet, device, width: int, candidates: list[int], graphs: list[bool])
                     full = time_ms(lambda: runner.forward_and_cache(sample, t, audio), device)
                     cached = time_ms(lambda: runner.forward_cached(sample, t, audio, feature), device)
             except RuntimeError as err:  # out of memory, or a capture problem
-                print(f"# A/B graphs={use_graphs} chunks/call={g}: {str(err).splitlines()[0]}", flush=True)
+                print(f"# A/B fast={use_fast} graphs={use_graphs} chunks/call={g}: {str(err).splitlines()[0]}", flush=True)
                 break
             rows.append({"graphs": use_graphs, "chunks_per_call": g, "full_ms": full, "cached_ms": cached,
                          "full_ms_per_chunk": full / g, "dc20_ms_per_chunk": (7 * full + 13 * cached) / g,
                          "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0})
-            print(f"# A/B graphs={use_graphs!s:5} chunks/call={g}: full {full:7.1f} ms ({full / g:6.1f}/chunk), "
+            print(f"# A/B fast={use_fast!s:5} graphs={use_graphs!s:5} chunks/call={g}: full {full:7.1f} ms ({full / g:6.1f}/chunk), "
                   f"cached {cached:6.1f} ms ({cached / g:5.1f}/chunk)", flush=True)
         del runner
         if device.type == "cuda":
@@ -150,7 +163,7 @@ def ab_unet(unet, device, width: int, candidates: list[int], graphs: list[bool])
 
 
 def ab_vae(vae, device, resolution: int) -> bool:
-    """True when channels_last decodes faster (16 frames)."""
+    """True when channels_last decodes faster (16 frames); keeps the faster layout."""
     z = torch.randn(16, 4, resolution // 8, resolution // 8, device=device)
     times = {}
     for cl in (False, True):
@@ -181,10 +194,17 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
     # 2. Quick A/B: UNet eager vs CUDA graphs at a few chunk batchings, VAE memory layout.
     cuda = device.type == "cuda"
     ab_rows, channels_last = [], False
-    candidates = [1, 2, 4] if res <= 256 else [1, 2]
+    candidates = [2, 4, 8] if res <= 256 else [1, 2, 3]
+    fast_modes = {"on": [True], "off": [False]}.get(args.fast, [False, True])
+    if args.fast != "off" and not enable_fast_path(unet):
+        print("# fused kernels unsupported here (needs CUDA + Triton): reference path", flush=True)
+        fast_modes = [False]
     if cuda and not args.no_ab and not args.compile:
-        ab_rows = ab_unet(unet, device, width, candidates, [False, True] if args.graphs != "off" else [False])
+        graphs = {"on": [True], "off": [False]}.get(args.graphs, [False, True])
+        ab_rows = ab_unet(unet, device, width, candidates, graphs, fast_modes)
         channels_last = ab_vae(vae, device, res)
+    elif not fast_modes[-1]:
+        disable_fast_path(unet)
     if args.compile:
         unet = compile_unet(unet, regional=args.compile == "regional", dynamic=False,
                             **({} if args.compile in ("regional", "default") else {"mode": args.compile}))
@@ -202,6 +222,8 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
             per_call = best["chunks_per_call"] if best else (1 if not cuda else 4 if res <= 256 else 2)
         use_graphs = cuda and not args.compile and (
             args.graphs == "on" or (args.graphs == "auto" and (best["graphs"] if best else True)))
+        use_fast = best["fast"] if best else fast_modes[-1]
+        enable_fast_path(unet) if use_fast else disable_fast_path(unet)
         runner = CudaGraphUNet(unet) if use_graphs else unet
         pipe = LatentSyncPipeline(runner, vae, whisper, res, PipelineOptions(chunks_per_call=per_call))
         sampling = SamplingOptions(steps=args.steps, guidance_scale=1.5, deepcache=deepcache, seed=1247)
@@ -228,7 +250,8 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
             full, cached = unet_flops(config, 2 * b, f, width)
             flops += full_steps * full + (args.steps - full_steps) * cached
         row = {"version": version, "resolution": res, "deepcache": deepcache, "steps": args.steps,
-               "chunks_per_call": per_call, "cuda_graphs": use_graphs, "vae_channels_last": channels_last,
+               "chunks_per_call": per_call, "cuda_graphs": use_graphs, "fast": use_fast,
+               "vae_channels_last": channels_last,
                "compile": args.compile, "frames": stats.frames, "total_s": total, "fps": stats.frames / total,
                "warmup_s": warm_s, "stage_seconds": stats.stage_seconds, "unet_calls": stats.unet_calls,
                "unet_tflop": flops / 1e12, "unet_tflops": flops / 1e12 / max(stats.stage_seconds["unet"], 1e-9),
@@ -255,7 +278,7 @@ def format_row(r: dict) -> str:
     ref = (f" | official {r['official_s']:.1f} s -> x{r['speedup_vs_official']:.2f}, target {r['target_fps']} fps "
            f"{'MET' if r['fps'] >= r['target_fps'] else 'not met'}") if "official_s" in r else ""
     return (f"v{r['version']} {r['resolution']}px DC={'on ' if r['deepcache'] else 'off'} steps={r['steps']} "
-            f"chunks/call={r['chunks_per_call']} graphs={r['cuda_graphs']} | {r['frames']} frames in "
+            f"chunks/call={r['chunks_per_call']} graphs={r['cuda_graphs']} fast={r.get('fast')} | {r['frames']} frames in "
             f"{r['total_s']:.2f} s = {r['fps']:.1f} fps | {stages} | peak {mem} | "
             f"UNet {r['unet_tflop']:.4g} TFLOP at {r['unet_tflops']:.4g} TFLOP/s | warm-up {r['warmup_s']:.1f} s{ref}")
 

@@ -11,6 +11,7 @@ Random weights (timings only). For each version it builds the full-size UNet, fe
      guessed.
 
     python bench/latentsync_profile.py                      # GPU, bf16, v1.5 (4 chunks) and v1.6 (2)
+    python bench/latentsync_profile.py --fast               # the fused path (unet_fast.py)
     python bench/latentsync_profile.py --tiny               # CPU smoke check with the tiny config
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from bench.latentsync_unet import time_ms  # noqa: E402
 from lipsync.latentsync.config import tiny_unet_config, unet_config  # noqa: E402
 from lipsync.latentsync.unet import build_unet  # noqa: E402
+from lipsync.latentsync.unet_fast import enable_fast_path  # noqa: E402
 from lipsync.latentsync.unet_layers import Attention, Downsample, FeedForward, ResnetBlock, Upsample  # noqa: E402
 from lipsync.latentsync.unet_transformers import MotionModule, SpatialTransformer, TemporalAttention  # noqa: E402
 
@@ -181,6 +183,38 @@ def time_attention(shape, device, dtype, iters: int) -> dict[str, float]:
     return out
 
 
+def kernel_table(fn, device, top: int) -> tuple[list[dict], list[dict]]:
+    """The `top` CUDA kernels of one call by total time (torch.profiler), names shortened; and the
+    `top` aten ops by device time grouped by input shapes (which op, on what, launched them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        fn()
+        torch.cuda.synchronize(device)
+    ops = []
+    # (two passes: the kernel table below comes from a CUDA-only trace, where every event is a kernel)
+    for event in prof.key_averages(group_by_input_shape=True):
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if event.key.startswith("aten::") and us > 0 and event.key not in ("aten::linear", "aten::conv2d",
+                                                                          "aten::convolution", "aten::_convolution"):
+            ops.append({"op": event.key, "shapes": str(event.input_shapes)[:120], "calls": event.count,
+                        "ms": round(us / 1e3, 3)})
+    ops.sort(key=lambda r: -r["ms"])
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize(device)
+    rows = []
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if us > 0:
+            rows.append({"kernel": event.key[:110], "calls": event.count, "ms": round(us / 1e3, 3)})
+    rows.sort(key=lambda r: -r["ms"])
+    total = sum(r["ms"] for r in rows)
+    kernels = [{**r, "share": round(r["ms"] / total, 4)} for r in rows[:top]] + [{"kernel": "TOTAL", "ms": round(total, 3)}]
+    return kernels, ops[:top]
+
+
 def profile_version(version: str, chunks: int, args, device, dtype) -> dict:
     config = tiny_unet_config() if args.tiny else unet_config(version)
     latent, batch, frames = config.latent_size, 2 * chunks, 16
@@ -192,6 +226,7 @@ def profile_version(version: str, chunks: int, args, device, dtype) -> dict:
 
     torch.manual_seed(0)
     unet = build_unet(config, device=device, dtype=dtype).requires_grad_(False)
+    fast = args.fast and enable_fast_path(unet)
     gen = torch.Generator(device=device).manual_seed(1247)
     sample = torch.randn(shapes, generator=gen, device=device, dtype=dtype)
     audio = torch.randn(batch * frames, 50, config.cross_attention_dim, generator=gen, device=device, dtype=dtype)
@@ -207,14 +242,24 @@ def profile_version(version: str, chunks: int, args, device, dtype) -> dict:
                 per_call[kind].append(ms)
         timer.close()
         kinds = {k: statistics.median(v) for k, v in per_call.items()}
-        attn = {str(s): time_attention(s, device, dtype, args.iters) for s in attention_shapes(unet, sample, t, audio)}
+        attn = {} if fast else {str(s): time_attention(s, device, dtype, args.iters)
+                                for s in attention_shapes(unet, sample, t, audio)}
+        kernels, ops = kernel_table(lambda: unet(sample, t, audio), device, args.kernels) if args.kernels and \
+            device.type == "cuda" else ([], [])
+        # The reference path with every conv weight in channels_last (NHWC) memory format.
+        channels_last_ms = None
+        if not fast:
+            unet.to(memory_format=torch.channels_last)
+            channels_last_ms = time_ms(lambda: unet(sample, t, audio), device, args.iters, warmup=2)
+            unet.to(memory_format=torch.contiguous_format)
     total_flops = sum(flops.values())
-    return {"version": version, "chunks": chunks, "latent": latent, "whole_call_ms": round(whole_ms, 3),
+    return {"version": version, "fast": bool(fast), "chunks": chunks, "latent": latent, "whole_call_ms": round(whole_ms, 3),
             "whole_call_tflops": round(total_flops / whole_ms / 1e9, 1),
             "kinds": {k: {"ms": round(ms, 3), "gflop": round(flops.get(k, 0) / 1e9, 1),
                           "tflops": round(flops.get(k, 0) / ms / 1e9, 1) if ms > 0 else None}
                       for k, ms in sorted(kinds.items(), key=lambda kv: -kv[1])},
-            "attention_ms": attn}
+            "channels_last_weights_ms": channels_last_ms and round(channels_last_ms, 3), "attention_ms": attn,
+            "kernels": kernels, "ops": ops}
 
 
 def main() -> None:
@@ -222,6 +267,8 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="tiny config on CPU in fp32 (smoke check)")
     p.add_argument("--versions", default="1.5:4,1.6:2", help="version:chunks pairs")
     p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--fast", action="store_true", help="profile the fused path (unet_fast.py) instead")
+    p.add_argument("--kernels", type=int, default=30, help="print the top N CUDA kernels (0 = off)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -232,15 +279,25 @@ def main() -> None:
         version, chunks = item.split(":")
         r = profile_version(version, int(chunks), args, device, dtype)
         results.append(r)
-        print(f"\nLatentSync {version}{' (tiny)' if args.tiny else ''}, {chunks} chunk(s) per CFG call, "
+        print(f"\nLatentSync {version}{' (tiny)' if args.tiny else ''}{' fused path' if r['fast'] else ''}, "
+              f"{chunks} chunk(s) per CFG call, "
               f"latent {r['latent']}: whole call {r['whole_call_ms']} ms ({r['whole_call_tflops']} TFLOP/s)")
         print(f"  {'kind':<18}{'ms':>10}{'GFLOP':>10}{'TFLOP/s':>10}")
         for kind, row in r["kinds"].items():
             print(f"  {kind:<18}{row['ms']:>10.3f}{row['gflop']:>10.1f}{row['tflops'] or 0:>10.1f}")
+        if r["channels_last_weights_ms"]:
+            print(f"  conv weights channels_last: whole call {r['channels_last_weights_ms']} ms")
         print("  attention shape (B, heads, Lq, Lk, d): ms per backend")
         for shape, row in r["attention_ms"].items():
             cells = "  ".join(f"{k}={'-' if v is None else v}" for k, v in row.items())
             print(f"    {shape:<32} {cells}")
+        if r["kernels"]:
+            print("  top CUDA kernels (one call): ms, calls, share")
+            for row in r["kernels"]:
+                print(f"    {row['ms']:>9.3f} {row.get('calls', ''):>6} {row.get('share', 0):>6.1%}  {row['kernel']}")
+            print("  top aten ops by device time, by input shapes: ms, calls")
+            for row in r["ops"]:
+                print(f"    {row['ms']:>9.3f} {row['calls']:>6}  {row['op']} {row['shapes']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name() if device.type == "cuda"
                                                else "cpu", "torch": torch.__version__, "results": results}, indent=1))

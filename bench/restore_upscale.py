@@ -73,14 +73,16 @@ def bench_restore(args, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     net = GFPGANv1Clean(**TINY_GFPGAN) if args.tiny else build_model("GFPGANv1.4")
     rows = []
-    for batch in args.batches:
+    graph_modes = [True, False] if device.type == "cuda" else [False]  # side by side on a GPU
+    for batch, graphs in [(b, g) for b in args.batches for g in graph_modes]:
         options = RestoreOptions(precision=args.precision, batch_size=batch, memory_fraction=args.memory_fraction,
-                                 channels_last=not args.nchw)
+                                 channels_last=not args.nchw, cuda_graphs=graphs)
         restorer = FaceRestorer(net, "gfpgan", device, options)
         crops = np.random.default_rng(0).integers(0, 256, (batch, 512, 512, 3), dtype=np.uint8)
         _reset_peak(device)
         seconds = _timed(lambda: restorer.restore(crops, 0.8), device, args.repeats)
-        rows.append(dict(stage="restore", model="GFPGANv1Clean" + (" tiny" if args.tiny else " v1.4"),
+        rows.append(dict(stage="restore", model="GFPGANv1Clean" + (" tiny" if args.tiny else " v1.4")
+                         + (" graphs" if graphs else " eager"),
                          batch=batch, dtype=str(restorer.dtype).replace("torch.", ""), seconds=seconds,
                          faces_per_s=batch / seconds, peak_gib=_peak_gib(device),
                          est_gib=batch * restorer.bytes_per_face() / 1024**3))
@@ -130,23 +132,28 @@ def compare(rows: list[dict], tiny: bool) -> list[dict]:
         if r["stage"] == "restore":
             ref = PUBLISHED["restore"]
             ours = 1000 * r["seconds"] / r["batch"]
-            out.append(dict(what=f"restore batch {r['batch']}", metric="ms/face", ours=ours,
+            out.append(dict(what=f"restore batch {r['batch']}{r['model'].split(' ')[-1].join('  ')}", metric="ms/face",
+                            ours=ours,
                             published=ref["ms_per_face"], ratio=ref["ms_per_face"] / ours, source=ref["source"]))
         else:
             ref = PUBLISHED["upscale"]
             ours = 1 / r["seconds"]
             out.append(dict(what=f"upscale {r['model']}", metric=f"frames/s @{r['input']}", ours=ours,
-                            published=ref["fps"], ratio=ours / ref["fps"], source=ref["source"]))
+                            published=ref["fps"], ratio=ours / ref["fps"], source=ref["source"],
+                            # the published figure is for the compact general-x4v3 class; RRDBNet x4plus
+                            # needs ~15x its compute per pixel, so it is shown, not held to it
+                            other_class="x4plus" in r["model"]))
     for c in out:  # tiny configs on small inputs say nothing about the real models
-        c["passed"] = None if tiny else c["ratio"] >= 1.0
+        c["passed"] = None if tiny or c.get("other_class") else c["ratio"] >= 1.0
     return out
 
 
-def print_comparison(comparison: list[dict]) -> None:
+def print_comparison(comparison: list[dict], tiny: bool) -> None:
     print("\nAgainst the published figures (issue 6 targets: at least these, in PyTorch):")
     print(f"{'what':30} {'metric':24} {'ours':>9} {'published':>9} {'ratio':>7}  result")
     for c in comparison:
-        result = "n/a (tiny)" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")
+        result = ("n/a (tiny)" if tiny else "n/a (not the published model class)") if c["passed"] is None else (
+            "PASS" if c["passed"] else "FAIL")
         print(f"{c['what']:30} {c['metric']:24} {c['ours']:9.2f} {c['published']:9.2f} {c['ratio']:6.2f}x  {result}")
     for ref in PUBLISHED.values():
         print(f"  published: {ref['source']}")
@@ -174,7 +181,7 @@ def main() -> None:
     rows = bench_restore(args, device) + bench_upscale(args, device)
     print_table(rows)
     comparison = compare(rows, args.tiny)
-    print_comparison(comparison)
+    print_comparison(comparison, args.tiny)
     if args.json:
         report = dict(device=str(device), gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                       torch=torch.__version__, args=vars(args), rows=rows, comparison=comparison)

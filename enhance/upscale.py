@@ -26,10 +26,11 @@ from enhance.srvgg import SRVGGNetCompact
 
 LANCZOS_ENGINE = "lanczos-resample"
 MAX_TILE = 1024  # fewer, larger tiles: fewer seams; smaller budgets get smaller tiles
-# Context each tile needs so tiled output equals untiled within 1/255 (measured with the real
-# weights on a 96x96 image, 48 px tiles): RRDBNet x4plus reaches far (16 px: max error 17/255,
-# 24: 6/255, 32: 1/255); SRVGGNetCompact's 18-conv receptive field needs much less.
-CONTEXT_RRDB = 32
+# Context each tile needs so tiled output equals untiled within 1/255 (bench/upscale_context.py,
+# real weights, fp32, H200): RRDBNet x4plus reaches far: on a 256 px photo in 64 px tiles 32 px
+# of context left 7/255, 48 and 64 px 3/255, 96 px 1/255 (on a 96 px image 32 px had looked
+# enough); SRVGGNetCompact's 18-conv receptive field needs much less.
+CONTEXT_RRDB = 96
 CONTEXT_SRVGG = 16
 MIN_TILE = 32
 MAX_TILE_BATCH = 16

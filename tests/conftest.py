@@ -77,3 +77,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_sep("=", "figures")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def _release_gpu_memory_cap(request):
+    """A per-process GPU memory cap (enhance.device.cap_process_memory) set by one CUDA test must
+    not shrink the GPU for the tests after it: lift it and forget it after each requires_cuda test."""
+    yield
+    if request.node.get_closest_marker("requires_cuda") is None:
+        return
+    import torch
+
+    from enhance import device
+
+    for index in list(device._process_caps):
+        torch.cuda.set_per_process_memory_fraction(1.0, index)
+        device._process_caps.pop(index)
+    torch.cuda.empty_cache()

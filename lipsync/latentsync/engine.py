@@ -40,6 +40,7 @@ class EngineSettings:
     guidance_scale: float = 1.5
     chunks_per_call: int | None = None  # None: by device and resolution (see _chunks_per_call)
     cuda_graphs: bool = True
+    fused_kernels: bool = True  # CUDA: the fused Triton path of unet_fast.py (same weights, same math)
     overlap: bool = True
 
 
@@ -245,15 +246,22 @@ def load_latentsync_engine(models_dir: str | Path, version: str = "1.5", device:
     config = unet_config(version)
     unet = load_unet(model_path(models_dir, f"latentsync-{version}-unet"), config, dev, dtype)
     whisper = load_whisper_encoder(model_path(models_dir, "whisper-tiny"), dev, torch.float32)
-    # NCHW: channels_last decoded 12-15% slower on an H100 (bench/latentsync_pipeline.py A/B).
+    # NCHW: channels_last decoded 10-12% slower on an H100 and an H200, also with our fused
+    # GroupNorm+SiLU kernels in the decoder (tried, removed: bench/latentsync_pipeline.py A/B).
     vae = load_vae(model_path(models_dir, "sd-vae-ft-mse").parent, dev, dtype)
     runner = unet
+    fused = False
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        if settings.fused_kernels:
+            from lipsync.latentsync.unet_fast import enable_fast_path
+
+            fused = enable_fast_path(unet)
         if settings.cuda_graphs:
             runner = CudaGraphUNet(unet)
     per_call = settings.chunks_per_call or _chunks_per_call(dev, config.resolution)
     pipeline = LatentSyncPipeline(runner, vae, whisper, config.resolution,
                                   PipelineOptions(chunks_per_call=per_call, overlap=settings.overlap))
-    name = f"latentsync-{version} ({str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16')}, {dev.type})"
+    name = (f"latentsync-{version} ({str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16')}, {dev.type}"
+            f"{', fused kernels' if fused else ''})")
     return LatentSyncEngine(pipeline, detector or load_detector(), settings, name)

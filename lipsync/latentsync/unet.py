@@ -27,6 +27,8 @@ class LatentSyncUNet(nn.Module):
     Returns epsilon (B, 4, F, h, w) in the model dtype.
     """
 
+    fast_path = False  # True once unet_fast.enable_fast_path switched this model to the fused CUDA path
+
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.config = config

@@ -1,0 +1,132 @@
+"""The fused kernels of the LatentSync fast path against the PyTorch ops they replace, side by side.
+
+For each kernel (kernels.py) on the shapes of one CFG UNet call (v1.5: 4 chunks at latent 32 and
+v1.6: 2 chunks at latent 64, bf16), prints ms for the fused kernel and for the eager PyTorch
+equivalent, the ratio, and the fused kernel's effective bandwidth (bytes it must move / time)
+against the GPU's copy bandwidth measured in the same run. Frame attention is also swept over
+heads-per-program and warps, to pick kernels.TEMPORAL_HEAD_ELEMS / TEMPORAL_WARPS.
+
+    python bench/latentsync_kernels.py            # needs CUDA + Triton
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.latentsync_unet import time_ms  # noqa: E402
+from lipsync.latentsync import kernels  # noqa: E402
+from lipsync.latentsync.unet_layers import pooled_group_norm  # noqa: E402
+
+DEV = torch.device("cuda")
+DT = torch.bfloat16
+# (label, frames in the call, latent side, widths per level)
+SHAPES = {"1.5": (128, 32), "1.6": (64, 64)}
+
+
+def copy_bandwidth() -> float:
+    """GB/s of a device-to-device copy of 1 GiB (read + write counted)."""
+    a = torch.empty(2**29, device=DEV, dtype=DT)
+    b = torch.empty_like(a)
+    ms = time_ms(lambda: b.copy_(a), DEV, 10, 2)
+    return 2 * a.numel() * a.element_size() / ms / 1e6
+
+
+def row(name: str, fused_ms: float, ref_ms: float, nbytes: float, peak: float) -> dict:
+    gbs = nbytes / fused_ms / 1e6
+    print(f"{name:<44} fused {fused_ms:8.3f} ms  eager {ref_ms:8.3f} ms  x{ref_ms / fused_ms:5.2f}  "
+          f"{gbs:7.0f} GB/s ({gbs / peak:4.0%} of copy)", flush=True)
+    return {"op": name, "fused_ms": fused_ms, "eager_ms": ref_ms, "speedup": ref_ms / fused_ms, "gbs": gbs}
+
+
+def bench(version: str, iters: int, peak: float) -> list[dict]:
+    frames_total, side = SHAPES[version]
+    hw = side * side
+    rows = []
+    for c in (320, 640):
+        n = frames_total
+        # Frame-pooled resnet norm + SiLU (with the time-embedding offset in the fused one).
+        x = torch.randn(n, c, side, side, device=DEV, dtype=DT).contiguous(memory_format=torch.channels_last)
+        xc = x.contiguous()
+        norm = torch.nn.GroupNorm(32, c, eps=1e-5).to(DEV, DT)
+        add = torch.randn(n // 16, c, device=DEV, dtype=DT)
+        fused = time_ms(lambda: kernels.group_norm(x, 32, norm.weight, norm.bias, 1e-5, frames=16, add=add, silu=True),
+                        DEV, iters, 3)
+        ref = time_ms(lambda: F.silu(pooled_group_norm(
+            (xc.unflatten(0, (-1, 16)) + add[:, None, :, None, None]).flatten(0, 1), norm, 16)), DEV, iters, 3)
+        rows.append(row(f"v{version} pooled GN+offset+SiLU C={c}", fused, ref, 3 * x.numel() * 2, peak))
+        # LayerNorm and residual add + LayerNorm on (tokens, C).
+        t = torch.randn(n * hw // (4 if c == 640 else 1), c, device=DEV, dtype=DT)
+        y = torch.randn_like(t)
+        ln = torch.nn.LayerNorm(c).to(DEV, DT)
+        fused = time_ms(lambda: kernels.layer_norm(t, ln.weight, ln.bias, ln.eps), DEV, iters, 3)
+        ref = time_ms(lambda: ln(t), DEV, iters, 3)
+        rows.append(row(f"v{version} LayerNorm {tuple(t.shape)}", fused, ref, 2 * t.numel() * 2, peak))
+        t2 = t.clone()
+        fused = time_ms(lambda: kernels.add_layer_norm(t2, y, ln.weight, ln.bias, ln.eps), DEV, iters, 3)
+        ref = time_ms(lambda: ln(t.add(y)), DEV, iters, 3)
+        rows.append(row(f"v{version} add+LayerNorm {tuple(t.shape)}", fused, ref, 4 * t.numel() * 2, peak))
+        # GEGLU on the feed-forward projection.
+        h = torch.randn(t.shape[0], 8 * c, device=DEV, dtype=DT)
+        fused = time_ms(lambda: kernels.geglu(h), DEV, iters, 3)
+
+        def geglu_ref():
+            value, gate = h.chunk(2, dim=-1)
+            return value * F.gelu(gate)
+        ref = time_ms(geglu_ref, DEV, iters, 3)
+        rows.append(row(f"v{version} GEGLU {tuple(h.shape)}", fused, ref, 1.5 * h.numel() * 2, peak))
+        # Frame attention at this level: reference = permute + SDPA + permute back (the eager path).
+        level_hw = hw // (4 if c == 640 else 1)
+        qkv = torch.randn(n * level_hw, 3 * c, device=DEV, dtype=DT)
+        pe = torch.randn(16, 3 * c, device=DEV)
+
+        def attn_ref():
+            u = (qkv.view(n // 16, 16, level_hw, 3 * c) + pe[None, :, None].to(DT)).permute(0, 2, 1, 3)
+            u = u.reshape(-1, 16, 3, 8, c // 8)
+            q, k, v = (u[:, :, i].transpose(1, 2) for i in range(3))
+            o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n // 16, level_hw, 16, c)
+            return o.permute(0, 2, 1, 3).reshape(-1, c)
+        ref = time_ms(attn_ref, DEV, iters, 3)
+        best = None
+        for block_h in (1, 2, 4, 8):
+            for warps in (1, 2, 4, 8):
+                try:
+                    ms = time_ms(lambda: kernels.temporal_attention(qkv, 16, level_hw, 8, pe, block_h=block_h,
+                                                                    num_warps=warps), DEV, iters, 2)
+                except Exception as err:  # noqa: BLE001 - a config the compiler refuses (registers)
+                    print(f"#   block_h={block_h} warps={warps}: {type(err).__name__}", flush=True)
+                    continue
+                print(f"#   frame attention C={c} block_h={block_h} warps={warps}: {ms:.3f} ms", flush=True)
+                if best is None or ms < best[0]:
+                    best = (ms, block_h, warps)
+        default = time_ms(lambda: kernels.temporal_attention(qkv, 16, level_hw, 8, pe), DEV, iters, 2)
+        r = row(f"v{version} frame attention C={c} (default cfg)", default, ref, 4 / 3 * qkv.numel() * 2, peak)
+        r["best"] = {"ms": best[0], "block_h": best[1], "warps": best[2], "head_elems": best[1] * max(16, 1 << (c // 8 - 1).bit_length())}
+        print(f"#   best: {r['best']}", flush=True)
+        rows.append(r)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--versions", default="1.5,1.6")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if not kernels.available():
+        sys.exit("needs CUDA and Triton")
+    peak = copy_bandwidth()
+    print(f"# {torch.cuda.get_device_name()}, copy bandwidth {peak:.0f} GB/s", flush=True)
+    rows = [r for v in args.versions.split(",") for r in bench(v, args.iters, peak)]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"copy_gbs": peak, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The fused CUDA path (unet_fast + kernels) against the official goldens and the reference path.
+
+GPU only (requires_cuda): the kernels are Triton. On the tiny official golden, in float32, the fused
+UNet must meet the same bounds as the reference path (forward 1e-4 * max, 20-step loops 1e-3
+relative); each kernel is checked on full-size LatentSync shapes against plain PyTorch; in bf16 the
+fused full-size UNet must stay as close to a float32 reference as the bf16 reference path does.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lipsync.latentsync import kernels
+from lipsync.latentsync.checkpoint import load_unet
+from lipsync.latentsync.config import tiny_unet_config, unet_config
+from lipsync.latentsync.engine import CudaGraphUNet
+from lipsync.latentsync.sampling import LATENTSYNC_DEEPCACHE, denoise
+from lipsync.latentsync.unet import build_unet
+from lipsync.latentsync.unet_fast import disable_fast_path, enable_fast_path
+from tests.latentsync.conftest import FRAMES, GOLDEN
+
+pytestmark = pytest.mark.requires_cuda
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+@pytest.fixture(scope="module")
+def fast_unet():
+    unet = load_unet(GOLDEN, tiny_unet_config(), CUDA, torch.float32, key_prefix="unet.")
+    assert enable_fast_path(unet) and unet.fast_path
+    return unet
+
+
+def _golden_cuda(golden):
+    return {k: v.to(CUDA) for k, v in golden.items()}
+
+
+def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return (out.float() - ref.float()).abs().max().item() / ref.float().abs().max().item()
+
+
+def _pooled_group_norm_ref(x, groups, weight, bias, eps, frames, add=None, silu=False):
+    n, c, h, w = x.shape
+    x = x.float() + (add.float().repeat_interleave(frames, 0)[:, :, None, None] if add is not None else 0)
+    video = x.reshape(n // frames, frames, c, h * w).transpose(1, 2)
+    out = F.group_norm(video, groups, weight.float(), bias.float(), eps).transpose(1, 2).reshape(n, c, h, w)
+    return F.silu(out) if silu else out
+
+
+@torch.no_grad()
+def test_fused_forward_matches_official_golden(fast_unet, golden):
+    g = _golden_cuda(golden)
+    out = fast_unet(g["input.sample"], g["input.timestep"].reshape(()), g["input.encoder_hidden_states"])
+    ref = g["output.sample"]
+    assert (out - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+    single = fast_unet(g["input.sample"][1:], g["input.timestep"], g["input.encoder_hidden_states"][FRAMES:])
+    ref = g["output.sample_nocfg_batch"]
+    assert (single - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("key, guidance, deepcache", [("cfg1.5", 1.5, None), ("cfg1.5_deepcache", 1.5, LATENTSYNC_DEEPCACHE)])
+def test_fused_twenty_step_loops_match_official(fast_unet, golden, key, guidance, deepcache):
+    g = _golden_cuda(golden)
+    sample = g["input.sample"][0:1]
+    out = denoise(fast_unet, sample[:, 0:4], sample[:, 4:5], sample[:, 5:9], sample[:, 9:13],
+                  g["input.encoder_hidden_states"][FRAMES:], steps=20, guidance_scale=guidance, deepcache=deepcache)
+    ref = g[f"loop.final_latents_{key}"]
+    assert (out - ref).abs().max().item() <= 1e-3 * ref.abs().max().item()
+
+
+@torch.no_grad()
+def test_cuda_graphs_replay_the_fused_path(fast_unet, golden):
+    g = _golden_cuda(golden)
+    args = (g["input.sample"], torch.tensor(501, device=CUDA), g["input.encoder_hidden_states"])
+    eager, feature = fast_unet.forward_and_cache(*args)
+    runner = CudaGraphUNet(fast_unet)
+    for _ in range(2):  # capture, then replay
+        graphed, graphed_feature = runner.forward_and_cache(*args)
+        assert runner.failed is None
+        torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(runner.forward_cached(*args, graphed_feature.clone()),
+                                   fast_unet.forward_cached(*args, feature), rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_disable_restores_the_reference_path(golden):
+    unet = load_unet(GOLDEN, tiny_unet_config(), CUDA, torch.float32, key_prefix="unet.")
+    g = _golden_cuda(golden)
+    args = (g["input.sample"], 501, g["input.encoder_hidden_states"])
+    before = unet(*args)
+    schema = {k: (v.shape, v.dtype) for k, v in unet.state_dict().items()}
+    enable_fast_path(unet)
+    # the fused path adds no state: the checkpoint schema is untouched
+    assert {k: (v.shape, v.dtype) for k, v in unet.state_dict().items()} == schema
+    fused = unet(*args)
+    disable_fast_path(unet)
+    assert not unet.fast_path and "forward" not in unet.mid_block.resnets[0].__dict__
+    torch.testing.assert_close(unet(*args), before, rtol=0, atol=0)
+    assert 0 < (fused - before).abs().max().item() <= 1e-4 * before.abs().max().item()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, c, hw, frames, with_add, silu", [
+    (64, 320, 64, 16, True, True),  # v1.6 top level, frame-pooled resnet norm + time offset
+    (128, 640, 16, 1, False, False),  # per-frame transformer norm
+    (32, 2560, 8, 16, False, True),  # widest up-block concat, fewer positions than a tile
+])
+def test_group_norm_kernel(dtype, n, c, hw, frames, with_add, silu):
+    gen = torch.Generator(device=CUDA).manual_seed(0)
+    x = (torch.randn(n, c, hw, hw, device=CUDA, generator=gen) * 2 + 3).to(dtype)
+    weight = torch.randn(c, device=CUDA, generator=gen).to(dtype)
+    bias = torch.randn(c, device=CUDA, generator=gen).to(dtype)
+    add = torch.randn(n // frames, c, device=CUDA, generator=gen).to(dtype) if with_add else None
+    out = kernels.group_norm(x, 32, weight, bias, 1e-5, frames=frames, add=add, silu=silu)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    ref = _pooled_group_norm_ref(x, 32, weight, bias, 1e-5, frames, add, silu)
+    # float32: exact up to summation order; bf16: one rounding of the output
+    assert (out.float() - ref).abs().max().item() <= (2e-5 if dtype == torch.float32 else 2e-2) * ref.abs().max().item()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_geglu_kernel(dtype):
+    h = torch.randn(4096 + 7, 2 * 1280, device=CUDA).to(dtype)
+    value, gate = h.float().chunk(2, dim=-1)
+    ref = value * F.gelu(gate)
+    out = kernels.geglu(h)
+    assert out.shape == (4096 + 7, 1280) and out.dtype == dtype
+    assert _rel(out, ref) <= (1e-6 if dtype == torch.float32 else 1e-2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch, frames, hw, channels, heads", [
+    (4, 16, 1024, 320, 8), (2, 16, 256, 640, 8), (2, 11, 64, 1280, 8),  # the 1.5 widths; 11 = a tail chunk
+])
+def test_temporal_attention_kernel(dtype, batch, frames, hw, channels, heads):
+    gen = torch.Generator(device=CUDA).manual_seed(1)
+    qkv = torch.randn(batch * frames * hw, 3 * channels, device=CUDA, generator=gen).to(dtype)
+    offsets = torch.randn(frames, 3 * channels, device=CUDA, generator=gen)
+    out = kernels.temporal_attention(qkv, frames, hw, heads, offsets)
+    t = (qkv.float().view(batch, frames, hw, 3 * channels) + offsets[None, :, None]).permute(0, 2, 1, 3)
+    t = t.reshape(batch * hw, frames, 3, heads, channels // heads)
+    q, k, v = (t[:, :, i].transpose(1, 2) for i in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, hw, frames, channels)
+    ref = ref.permute(0, 2, 1, 3).reshape(-1, channels)
+    assert _rel(out, ref) <= (1e-5 if dtype == torch.float32 else 2e-2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("version", ["1.5", "1.6"])
+def test_full_size_bf16_fused_as_close_to_fp32_as_reference(version):
+    """Random full-size weights: the fused bf16 call must be no further from the float32 reference
+    than the reference bf16 call is (+25%), so the fused path loses nothing beyond bf16 itself."""
+    config = unet_config(version)
+    torch.manual_seed(0)
+    unet = build_unet(config, CUDA, torch.float32)
+    lat = config.latent_size
+    gen = torch.Generator(device=CUDA).manual_seed(2)
+    sample = torch.randn(2, config.in_channels, FRAMES, lat, lat, device=CUDA, generator=gen)
+    audio = torch.randn(2 * FRAMES, 50, config.cross_attention_dim, device=CUDA, generator=gen)
+    t = torch.tensor(501, device=CUDA)
+    ref = unet(sample, t, audio)
+    unet.to(torch.bfloat16)
+    ref_bf16 = unet(sample, t, audio)
+    enable_fast_path(unet)
+    fused = unet(sample, t, audio)
+    err_ref, err_fused = _rel(ref_bf16, ref), _rel(fused, ref)
+    assert err_fused <= 1.25 * err_ref + 1e-3, (err_fused, err_ref)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows, channels", [(65536 + 3, 320), (4099, 1280)])
+def test_layer_norm_kernels(dtype, rows, channels):
+    gen = torch.Generator(device=CUDA).manual_seed(3)
+    x = (torch.randn(rows, channels, device=CUDA, generator=gen) * 3 + 2).to(dtype)
+    y = torch.randn(rows, channels, device=CUDA, generator=gen).to(dtype)
+    weight = torch.randn(channels, device=CUDA, generator=gen).to(dtype)
+    bias = torch.randn(channels, device=CUDA, generator=gen).to(dtype)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    ref = F.layer_norm(x.float(), (channels,), weight.float(), bias.float(), 1e-5)
+    assert _rel(kernels.layer_norm(x, weight, bias, 1e-5), ref) <= tol
+    expected_sum = (x.float() + y.float()).to(dtype)
+    residual = x.clone()
+    total, normed = kernels.add_layer_norm(residual, y, weight, bias, 1e-5)
+    assert total.data_ptr() == residual.data_ptr()  # updated in place: the residual stream
+    assert torch.equal(total, expected_sum)
+    ref = F.layer_norm(expected_sum.float(), (channels,), weight.float(), bias.float(), 1e-5)
+    assert _rel(normed, ref) <= tol
+
