@@ -4,7 +4,7 @@ For each kernel (kernels.py) on the shapes of one CFG UNet call (v1.5: 4 chunks 
 v1.6: 2 chunks at latent 64, bf16), prints ms for the fused kernel and for the eager PyTorch
 equivalent, the ratio, and the fused kernel's effective bandwidth (bytes it must move / time)
 against the GPU's copy bandwidth measured in the same run. Frame attention is also swept over
-heads-per-program and warps, to pick kernels.TEMPORAL_HEAD_ELEMS / TEMPORAL_WARPS.
+heads-per-program and warps, to pick kernels.TEMPORAL_HEADS_PER_PROGRAM / TEMPORAL_WARPS.
 
     python bench/latentsync_kernels.py            # needs CUDA + Triton
 """
@@ -26,7 +26,7 @@ from lipsync.latentsync.unet_layers import pooled_group_norm  # noqa: E402
 
 DEV = torch.device("cuda")
 DT = torch.bfloat16
-# (label, frames in the call, latent side, widths per level)
+# version -> (frames in one CFG call, latent side)
 SHAPES = {"1.5": (128, 32), "1.6": (64, 64)}
 
 
@@ -107,7 +107,7 @@ def bench(version: str, iters: int, peak: float) -> list[dict]:
                     best = (ms, block_h, warps)
         default = time_ms(lambda: kernels.temporal_attention(qkv, 16, level_hw, 8, pe), DEV, iters, 2)
         r = row(f"v{version} frame attention C={c} (default cfg)", default, ref, 4 / 3 * qkv.numel() * 2, peak)
-        r["best"] = {"ms": best[0], "block_h": best[1], "warps": best[2], "head_elems": best[1] * max(16, 1 << (c // 8 - 1).bit_length())}
+        r["best"] = {"ms": best[0], "block_h": best[1], "warps": best[2]}
         print(f"#   best: {r['best']}", flush=True)
         rows.append(r)
     return rows

@@ -37,9 +37,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 GN_BLOCK_HW = 128  # positions per moments / apply tile
 GN_BLOCK_C = 64  # channels per tile (every LatentSync width is a multiple of 64)
-# Frame attention: one head per program, one warp (up to 128 padded head dims): the fastest of the
+# Frame attention: one head per program, one warp (two past 128 padded head dims): the fastest of the
 # heads-per-program x warps sweep at every LatentSync width but one (bench/latentsync_kernels.py, H200).
-TEMPORAL_HEAD_ELEMS = 1
+TEMPORAL_HEADS_PER_PROGRAM = 1
 TEMPORAL_WARPS = 1
 
 
@@ -327,8 +327,7 @@ def temporal_attention(qkv: torch.Tensor, frames: int, hw: int, heads: int,
         raise ValueError(f"temporal attention: {rows} tokens not (B x {frames} x {hw}) or {c} not {heads} heads")
     qkv = qkv.contiguous()
     block_d = max(16, _pow2(d))
-    if block_h is None:
-        block_h = max(1, min(_pow2(heads), TEMPORAL_HEAD_ELEMS // block_d))
+    block_h = block_h or TEMPORAL_HEADS_PER_PROGRAM
     num_warps = num_warps or (TEMPORAL_WARPS if block_d <= 128 else 2 * TEMPORAL_WARPS)
     out = torch.empty((rows, c), device=qkv.device, dtype=qkv.dtype)
     pe = frame_offsets if frame_offsets is not None else qkv
