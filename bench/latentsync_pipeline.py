@@ -12,10 +12,12 @@ on a synthetic 1280x720 portrait + 10 s of synthetic voice, 20 steps, CFG 1.5, D
 
 Official reference (LATENTSYNC.md §7, H100, fp16, official pipeline, 252 frames, total call):
 v1.5 37.3 s (6.7 fps), v1.5 + DeepCache 20.9 s, v1.6 75.0 s (3.4 fps), v1.6 + DeepCache 45.6 s.
-Ours, H200, torch 2.11 cu130, bf16, CUDA graphs, 250 frames, 2026-11-30 (total call), fused kernels:
-  v1.5 (4 chunks/call) 7.67-7.91 s (32-33 fps), + DeepCache 3.56-3.76 s (67-70 fps)
-  v1.6 (2 chunks/call) 32.2 s (7.8 fps),         + DeepCache 15.3 s (16.3 fps)
-  reference path, same machine: v1.5 12.1 s / DC 5.49 s, v1.6 49.5 s / DC 23.0 s
+Ours, H200, torch 2.11 cu130, bf16, CUDA graphs, 250 frames, 2026-11-30 (total call), `--graphs on --fast on`
+(fused UNet with the CFG-pair sharing, fused VAE), two runs:
+  v1.5 (8 chunks/call) 6.78-6.79 s (36.8 fps), + DeepCache 3.22-3.25 s (77 fps)
+  v1.6 (2 chunks/call) 29.2 s (8.6 fps),         + DeepCache 13.1 s (19.0 fps)
+  earlier, same machine: fused UNet without the pair sharing and NCHW VAE v1.5 7.67-7.91 s / DC 3.56-3.76 s,
+  v1.6 32.2 s / DC 15.3 s; reference path v1.5 12.1 s / DC 5.49 s, v1.6 49.5 s / DC 23.0 s
 """
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fast", default="auto", choices=["auto", "on", "off"],
                    help="fused Triton kernels (unet_fast.py); auto = on when supported, and the A/B times both")
     p.add_argument("--no-ab", action="store_true", help="skip the quick A/B of UNet modes / VAE layout")
+    p.add_argument("--vae", default="auto", choices=["auto", "nchw", "channels_last", "fused"],
+                   help="VAE decoder mode; auto = the A/B's fastest (fused when the A/B is skipped and it is supported)")
     p.add_argument("--compile", default=None, help="'regional' or a torch.compile mode (turns graphs off)")
     p.add_argument("--json", default=None, help="also write all results here")
     return p.parse_args()
@@ -144,38 +148,54 @@ def _ab_unet(unet, device, width: int, candidates: list[int], graphs: list[bool]
                     sample = torch.randn(b, cfg.in_channels, 16, lat, lat, device=device, dtype=unet.dtype)
                     audio = torch.randn(b * 16, 50, width, device=device, dtype=unet.dtype)
                     t = torch.tensor(501, device=device)
-                    _, feature = runner.forward_and_cache(sample, t, audio)
+                    audio[: b * 8].zero_()  # the CFG pair's unconditional half (cfg_pair=True, as denoise calls it)
+                    _, feature = runner.forward_and_cache(sample, t, audio, cfg_pair=True)
                     feature = feature.clone()
-                    full = time_ms(lambda: runner.forward_and_cache(sample, t, audio), device)
-                    cached = time_ms(lambda: runner.forward_cached(sample, t, audio, feature), device)
+                    full = time_ms(lambda: runner.forward_and_cache(sample, t, audio, cfg_pair=True), device)
+                    cached = time_ms(lambda: runner.forward_cached(sample, t, audio, feature, cfg_pair=True), device)
+                    # the same call without the CFG-pair sharing (both halves computed in full)
+                    unshared = time_ms(lambda: runner.forward_and_cache(sample, t, audio), device)
             except RuntimeError as err:  # out of memory, or a capture problem
                 print(f"# A/B fast={use_fast} graphs={use_graphs} chunks/call={g}: {str(err).splitlines()[0]}", flush=True)
                 break
             rows.append({"graphs": use_graphs, "chunks_per_call": g, "full_ms": full, "cached_ms": cached,
+                         "full_unshared_ms": unshared,
                          "full_ms_per_chunk": full / g, "dc20_ms_per_chunk": (7 * full + 13 * cached) / g,
                          "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0})
             print(f"# A/B fast={use_fast!s:5} graphs={use_graphs!s:5} chunks/call={g}: full {full:7.1f} ms ({full / g:6.1f}/chunk), "
-                  f"cached {cached:6.1f} ms ({cached / g:5.1f}/chunk)", flush=True)
+                  f"cached {cached:6.1f} ms ({cached / g:5.1f}/chunk), full without cfg_pair {unshared:7.1f} ms", flush=True)
         del runner
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
 
 
-def ab_vae(vae, device, resolution: int) -> bool:
-    """True when channels_last decodes faster (16 frames); keeps the faster layout."""
+def ab_vae(vae, device, resolution: int) -> str:
+    """Time a 16-frame decode as NCHW, channels_last and the fused decoder (vae_fast.py); keeps the
+    fastest and returns its name."""
     z = torch.randn(16, 4, resolution // 8, resolution // 8, device=device)
     times = {}
-    for cl in (False, True):
-        vae.channels_last = cl
-        vae.model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    for mode in ("nchw", "channels_last", "fused"):
+        set_vae_mode(vae, mode)
+        if mode == "fused" and not vae.fast:
+            continue
         with torch.inference_mode():
-            times[cl] = time_ms(lambda: vae.decode(z), device, iters=3)
-    print(f"# A/B VAE decode 16 frames: NCHW {times[False]:.1f} ms, channels_last {times[True]:.1f} ms", flush=True)
-    best = times[True] < times[False]
-    vae.channels_last = best
-    vae.model.to(memory_format=torch.channels_last if best else torch.contiguous_format)
+            times[mode] = time_ms(lambda: vae.decode(z), device, iters=3)
+    print("# A/B VAE decode 16 frames: " + ", ".join(f"{k} {v:.1f} ms" for k, v in times.items()), flush=True)
+    best = min(times, key=times.get)
+    set_vae_mode(vae, best)
     return best
+
+
+def set_vae_mode(vae, mode: str) -> None:
+    from lipsync.latentsync.vae_fast import disable_fast_vae, enable_fast_vae
+
+    disable_fast_vae(vae)
+    if mode == "fused":
+        enable_fast_vae(vae)
+        return
+    vae.channels_last = mode == "channels_last"
+    vae.model.to(memory_format=torch.channels_last if vae.channels_last else torch.contiguous_format)
 
 
 def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) -> list[dict]:
@@ -193,7 +213,7 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
 
     # 2. Quick A/B: UNet eager vs CUDA graphs at a few chunk batchings, VAE memory layout.
     cuda = device.type == "cuda"
-    ab_rows, channels_last = [], False
+    ab_rows, vae_mode = [], "nchw"
     candidates = [2, 4, 8] if res <= 256 else [1, 2, 3]
     fast_modes = {"on": [True], "off": [False]}.get(args.fast, [False, True])
     if args.fast != "off" and not enable_fast_path(unet):
@@ -202,7 +222,11 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
     if cuda and not args.no_ab and not args.compile:
         graphs = {"on": [True], "off": [False]}.get(args.graphs, [False, True])
         ab_rows = ab_unet(unet, device, width, candidates, graphs, fast_modes)
-        channels_last = ab_vae(vae, device, res)
+        vae_mode = ab_vae(vae, device, res)
+    if cuda and (args.vae != "auto" or not ab_rows):
+        vae_mode = "fused" if args.vae == "auto" else args.vae
+        set_vae_mode(vae, vae_mode)
+        vae_mode = "fused" if vae.fast else vae_mode
     elif not fast_modes[-1]:
         disable_fast_path(unet)
     if args.compile:
@@ -251,7 +275,7 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
             flops += full_steps * full + (args.steps - full_steps) * cached
         row = {"version": version, "resolution": res, "deepcache": deepcache, "steps": args.steps,
                "chunks_per_call": per_call, "cuda_graphs": use_graphs, "fast": use_fast,
-               "vae_channels_last": channels_last,
+               "vae_mode": vae_mode,
                "compile": args.compile, "frames": stats.frames, "total_s": total, "fps": stats.frames / total,
                "warmup_s": warm_s, "stage_seconds": stats.stage_seconds, "unet_calls": stats.unet_calls,
                "unet_tflop": flops / 1e12, "unet_tflops": flops / 1e12 / max(stats.stage_seconds["unet"], 1e-9),

@@ -231,20 +231,26 @@ def profile_version(version: str, chunks: int, args, device, dtype) -> dict:
     sample = torch.randn(shapes, generator=gen, device=device, dtype=dtype)
     audio = torch.randn(batch * frames, 50, config.cross_attention_dim, generator=gen, device=device, dtype=dtype)
     t = torch.tensor(501, device=device)
+    kw = {}
+    if args.cfg_pair:  # denoise's CFG batch: identical halves, zero audio in the first
+        sample[batch // 2:] = sample[: batch // 2]
+        audio[: batch * frames // 2] = 0
+        kw = {"cfg_pair": True}
+    run = (lambda: unet(sample, t, audio, **kw))
     with torch.inference_mode():
-        whole_ms = time_ms(lambda: unet(sample, t, audio), device, args.iters, warmup=2)
+        whole_ms = time_ms(run, device, args.iters, warmup=2)
         timer = KindTimer(unet, device)
         per_call: dict[str, list[float]] = defaultdict(list)
         for _ in range(max(3, args.iters // 4)):
             timer.spans.clear()
-            unet(sample, t, audio)
+            run()
             for kind, ms in timer.totals_ms().items():
                 per_call[kind].append(ms)
         timer.close()
         kinds = {k: statistics.median(v) for k, v in per_call.items()}
         attn = {} if fast else {str(s): time_attention(s, device, dtype, args.iters)
                                 for s in attention_shapes(unet, sample, t, audio)}
-        kernels, ops = kernel_table(lambda: unet(sample, t, audio), device, args.kernels) if args.kernels and \
+        kernels, ops = kernel_table(run, device, args.kernels) if args.kernels and \
             device.type == "cuda" else ([], [])
         # The reference path with every conv weight in channels_last (NHWC) memory format.
         channels_last_ms = None
@@ -268,6 +274,7 @@ def main() -> None:
     p.add_argument("--versions", default="1.5:4,1.6:2", help="version:chunks pairs")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--fast", action="store_true", help="profile the fused path (unet_fast.py) instead")
+    p.add_argument("--cfg-pair", action="store_true", help="call as denoise does (cfg_pair=True, see unet.py)")
     p.add_argument("--kernels", type=int, default=30, help="print the top N CUDA kernels (0 = off)")
     p.add_argument("--json", default=None)
     args = p.parse_args()

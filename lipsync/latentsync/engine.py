@@ -40,7 +40,7 @@ class EngineSettings:
     guidance_scale: float = 1.5
     chunks_per_call: int | None = None  # None: by device and resolution (see _chunks_per_call)
     cuda_graphs: bool = True
-    fused_kernels: bool = True  # CUDA: the fused Triton path of unet_fast.py (same weights, same math)
+    fused_kernels: bool = True  # CUDA: the fused Triton paths of unet_fast.py / vae_fast.py (same weights, same math)
     overlap: bool = True
 
 
@@ -153,17 +153,17 @@ class CudaGraphUNet:
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
-    def __call__(self, sample, timestep, encoder_hidden_states):
-        return self._replay("full", sample, timestep, encoder_hidden_states)[0]
+    def __call__(self, sample, timestep, encoder_hidden_states, *, cfg_pair: bool = False):
+        return self._replay(("full", cfg_pair), sample, timestep, encoder_hidden_states)[0]
 
-    def forward_and_cache(self, sample, timestep, encoder_hidden_states):
-        eps, feature = self._replay("cache", sample, timestep, encoder_hidden_states)
+    def forward_and_cache(self, sample, timestep, encoder_hidden_states, *, cfg_pair: bool = False):
+        eps, feature = self._replay(("cache", cfg_pair), sample, timestep, encoder_hidden_states)
         return eps, feature
 
-    def forward_cached(self, sample, timestep, encoder_hidden_states, feature):
-        return self._replay("cached", sample, timestep, encoder_hidden_states, feature)[0]
+    def forward_cached(self, sample, timestep, encoder_hidden_states, feature, *, cfg_pair: bool = False):
+        return self._replay(("cached", cfg_pair), sample, timestep, encoder_hidden_states, feature)[0]
 
-    def _replay(self, kind: str, *inputs) -> tuple:
+    def _replay(self, kind: tuple[str, bool], *inputs) -> tuple:
         tensors = [torch.as_tensor(x, device=inputs[0].device) for x in inputs]
         key = (kind, *((tuple(t.shape), t.dtype) for t in tensors))
         if self.failed is not None:
@@ -182,12 +182,13 @@ class CudaGraphUNet:
         graph.replay()
         return outputs
 
-    def _eager(self, kind: str):
-        unet = self.unet
-        return {"full": lambda *a: (unet(*a),), "cache": lambda *a: tuple(unet.forward_and_cache(*a)),
-                "cached": lambda *a: (unet.forward_cached(*a),)}[kind]
+    def _eager(self, kind: tuple[str, bool]):
+        unet, (name, cfg_pair) = self.unet, kind
+        return {"full": lambda *a: (unet(*a, cfg_pair=cfg_pair),),
+                "cache": lambda *a: tuple(unet.forward_and_cache(*a, cfg_pair=cfg_pair)),
+                "cached": lambda *a: (unet.forward_cached(*a, cfg_pair=cfg_pair),)}[name]
 
-    def _capture(self, kind: str, tensors: list[torch.Tensor]):
+    def _capture(self, kind: tuple[str, bool], tensors: list[torch.Tensor]):
         run = self._eager(kind)
         static = [t.clone() for t in tensors]
         # Warm up on a side stream first (cuDNN autotuning and lazy inits must stay out of the graph).
@@ -246,8 +247,6 @@ def load_latentsync_engine(models_dir: str | Path, version: str = "1.5", device:
     config = unet_config(version)
     unet = load_unet(model_path(models_dir, f"latentsync-{version}-unet"), config, dev, dtype)
     whisper = load_whisper_encoder(model_path(models_dir, "whisper-tiny"), dev, torch.float32)
-    # NCHW: channels_last decoded 10-12% slower on an H100 and an H200, also with our fused
-    # GroupNorm+SiLU kernels in the decoder (tried, removed: bench/latentsync_pipeline.py A/B).
     vae = load_vae(model_path(models_dir, "sd-vae-ft-mse").parent, dev, dtype)
     runner = unet
     fused = False
@@ -255,8 +254,10 @@ def load_latentsync_engine(models_dir: str | Path, version: str = "1.5", device:
         torch.backends.cudnn.benchmark = True
         if settings.fused_kernels:
             from lipsync.latentsync.unet_fast import enable_fast_path
+            from lipsync.latentsync.vae_fast import enable_fast_vae
 
-            fused = enable_fast_path(unet)
+            # the VAE's fused path is channels-last (diffusers' own channels-last is slower than NCHW)
+            fused = enable_fast_path(unet) and enable_fast_vae(vae)
         if settings.cuda_graphs:
             runner = CudaGraphUNet(unet)
     per_call = settings.chunks_per_call or _chunks_per_call(dev, config.resolution)

@@ -38,7 +38,9 @@ except ImportError:  # pragma: no cover - depends on the install
 GN_BLOCK_HW = 128  # positions per moments / apply tile
 GN_BLOCK_C = 64  # channels per tile (every LatentSync width is a multiple of 64)
 # Frame attention: one head per program, one warp (two past 128 padded head dims): the fastest of the
-# heads-per-program x warps sweep at every LatentSync width but one (bench/latentsync_kernels.py, H200).
+# heads-per-program x warps sweep at C=640 and within 12% of it at C=320 (bench/latentsync_kernels.py,
+# H200). Tried: tokens in (sample, position, frame) order, so a position's frames are contiguous (the
+# norm writing them so, the residual add reading them back): no faster at C=320, so not kept.
 TEMPORAL_HEADS_PER_PROGRAM = 1
 TEMPORAL_WARPS = 1
 
@@ -187,20 +189,20 @@ if triton is not None:
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _temporal_attention_kernel(qkv_ptr, pe_ptr, out_ptr, FRAMES, HW, C, HEADS, D, sm_scale,
+    def _temporal_attention_kernel(qkv_ptr, pe_ptr, out_ptr, FRAMES, HW, C, HEADS, D: tl.constexpr, sm_scale,
                                    HAS_PE: tl.constexpr, IEEE: tl.constexpr, BLOCK_H: tl.constexpr,
                                    BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr):
         """Program (b * HW + p, head block): attention over the frames of position p of sample b for
         BLOCK_H heads. Token (b, f, p) is row (b * FRAMES + f) * HW + p of qkv (rows of [q | k | v],
-        head h at columns h * D ... h * D + D - 1 of each third) and of out (rows of C)."""
+        head h at columns h * D ... h * D + D - 1 of each third) and of out (rows of C). D is a
+        compile-time constant: the head-column mask then falls on 8-element boundaries (every LatentSync
+        head size is a multiple of 8), so loads and stores are 16-byte vectors, not single elements."""
         pid = tl.program_id(0)
         hb = tl.program_id(1)
-        b = pid // HW
-        p = pid % HW
         h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
         f = tl.arange(0, BLOCK_F)
         d = tl.arange(0, BLOCK_D)
-        token = (b * FRAMES + f) * HW + p  # [F]
+        token = (pid // HW * FRAMES + f) * HW + pid % HW  # [F]
         col = h[:, None, None] * D + d[None, None, :]  # [H, 1, D]
         mask = (h[:, None, None] < HEADS) & (f[None, :, None] < FRAMES) & (d[None, None, :] < D)
         base = qkv_ptr + token[None, :, None].to(tl.int64) * (3 * C) + col

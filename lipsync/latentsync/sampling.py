@@ -5,7 +5,7 @@ Matches the official `LipsyncPipeline` loop for one chunk:
   0.00085 -> 0.012, 1000 train steps, "leading" spacing, steps_offset 1, final alpha = alphas_cumprod[0]);
   the update math is written out here, so no scheduler object is kept between calls;
 * CFG: the unconditional branch is the same input with all-zero audio; both branches run in ONE UNet call
-  (unconditional half first), eps = eps_u + g * (eps_a - eps_u); CFG is on iff g > 1;
+  (unconditional half first, `cfg_pair=True`), eps = eps_u + g * (eps_a - eps_u); CFG is on iff g > 1;
 * DeepCache (official DeepCacheSDHelper, cache_interval 3, branch 0): steps 0, 3, 6, ... run the full UNet
   and refresh the deep feature; the others only run conv_in, the last up layer and the head.
 
@@ -160,9 +160,11 @@ def denoise(
     do_cfg = guidance_scale > 1.0
     cond = torch.cat([mask, masked_image_latents, ref_latents], dim=1).to(model_dtype)
     audio = audio.to(model_dtype)
+    pair = {}
     if do_cfg:
         cond = torch.cat([cond, cond])
         audio = torch.cat([torch.zeros_like(audio), audio])  # unconditional half first, as official
+        pair = {"cfg_pair": True}  # lets the fused path share the halves' common work (see unet.py)
 
     alphas = scheduler.alphas_cumprod().to(device)
     final_alpha = torch.ones((), device=device) if scheduler.set_alpha_to_one else alphas[0]
@@ -178,11 +180,11 @@ def denoise(
         x_in = torch.cat([x, x]) if do_cfg else x
         sample = torch.cat([x_in.to(model_dtype), cond], dim=1)
         if deepcache is None:
-            eps = unet(sample, t_device[i], audio)
+            eps = unet(sample, t_device[i], audio, **pair)
         elif i % deepcache.cache_interval == 0 or feature is None:
-            eps, feature = unet.forward_and_cache(sample, t_device[i], audio)
+            eps, feature = unet.forward_and_cache(sample, t_device[i], audio, **pair)
         else:
-            eps = unet.forward_cached(sample, t_device[i], audio, feature)
+            eps = unet.forward_cached(sample, t_device[i], audio, feature, **pair)
         eps = eps.float()
 
         # 3. Guidance.

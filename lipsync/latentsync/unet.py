@@ -25,6 +25,12 @@ class LatentSyncUNet(nn.Module):
     Call: `unet(sample, timestep, encoder_hidden_states)` with sample (B, 13, F, h, w), timestep an int or
     0-dim / (1,) / (B,) tensor, encoder_hidden_states (B*F, S, D) rows ordered (b, f) (or (B, F, S, D)).
     Returns epsilon (B, 4, F, h, w) in the model dtype.
+
+    `cfg_pair=True` (keyword, every forward) declares the batch to be the classifier-free-guidance pair
+    `sampling.denoise` builds: two halves with the same sample and one time step, the first half's
+    audio all zeros. The fused CUDA path (unet_fast.py) then computes the layers before the first audio
+    cross-attention once for both halves and gives the zero-audio cross-attention its exact value (with
+    K = V = 0 it is to_out's bias); the reference path computes everything and gives the same result.
     """
 
     fast_path = False  # True once unet_fast.enable_fast_path switched this model to the fused CUDA path
@@ -69,18 +75,20 @@ class LatentSyncUNet(nn.Module):
     # -- public forwards -------------------------------------------------------------------------------
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor,
+        *, cfg_pair: bool = False,
     ) -> torch.Tensor:
-        x, temb, context, frames = self._prepare(sample, timestep, encoder_hidden_states)
+        x, temb, context, frames = self._prepare(sample, timestep, encoder_hidden_states, cfg_pair)
         x, _ = self._body(x, temb, context, frames, keep_feature=False)
         return self._head(x, frames)
 
     def forward_and_cache(
-        self, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor,
+        *, cfg_pair: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Full forward that also returns the DeepCache feature: the output of the last up block's
         second-to-last layer (everything deeper than its final layer)."""
-        x, temb, context, frames = self._prepare(sample, timestep, encoder_hidden_states)
+        x, temb, context, frames = self._prepare(sample, timestep, encoder_hidden_states, cfg_pair)
         x, feature = self._body(x, temb, context, frames, keep_feature=True)
         return self._head(x, frames), feature
 
@@ -90,14 +98,17 @@ class LatentSyncUNet(nn.Module):
         timestep: torch.Tensor | int,
         encoder_hidden_states: torch.Tensor,
         feature: torch.Tensor,
+        *,
+        cfg_pair: bool = False,
     ) -> torch.Tensor:
         """Shallow forward with a cached deep feature: conv_in, the last up layer (whose skip is the fresh
         conv_in output) and the head. Everything else is taken from `feature`."""
-        x, temb, context, frames = self._prepare(sample, timestep, encoder_hidden_states)
-        if feature.shape[0] != x.shape[0] or feature.shape[-2:] != x.shape[-2:]:
+        rows = sample.shape[0] * sample.shape[2] if sample.dim() == 5 else -1
+        x, temb, context, frames = self._prepare(sample, timestep, encoder_hidden_states, cfg_pair)
+        if feature.shape[0] != rows or feature.shape[-2:] != x.shape[-2:]:
             raise ValueError(
                 f"cached feature {tuple(feature.shape)} does not match the input (B*F, h, w) = "
-                f"({x.shape[0]}, {x.shape[-2]}, {x.shape[-1]}); refresh the cache with forward_and_cache"
+                f"({rows}, {x.shape[-2]}, {x.shape[-1]}); refresh the cache with forward_and_cache"
             )
         skip = self.conv_in(x)
         last = self.up_blocks[-1]
@@ -107,9 +118,11 @@ class LatentSyncUNet(nn.Module):
     # -- internals -------------------------------------------------------------------------------------
 
     def _prepare(
-        self, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor,
+        cfg_pair: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Validate, move frames into the batch axis, embed the time step."""
+        """Validate, move frames into the batch axis, embed the time step. (`cfg_pair` is checked here and
+        used only by the fused path, which wraps this method.)"""
         cfg = self.config
         if sample.dim() != 5 or sample.shape[1] != cfg.in_channels:
             raise ValueError(f"sample must be (B, {cfg.in_channels}, F, h, w); got {tuple(sample.shape)}")
@@ -128,6 +141,8 @@ class LatentSyncUNet(nn.Module):
         x = sample.to(dtype).transpose(1, 2).reshape(b * frames, c, h, w)
 
         t = torch.as_tensor(timestep, device=sample.device)
+        if cfg_pair and (b % 2 or t.numel() != 1):
+            raise ValueError(f"cfg_pair needs an even batch and one time step; got batch {b}, {t.numel()} time steps")
         if t.dim() == 0 or t.numel() == 1:
             t = t.reshape(1).expand(b)
         elif t.shape != (b,):
@@ -186,9 +201,9 @@ def compile_unet(unet: LatentSyncUNet, *, regional: bool = False, **compile_kwar
     full = torch.compile(unet.forward_and_cache, **compile_kwargs)
 
     def forward(
-        sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
+        sample: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor, **kwargs
     ) -> torch.Tensor:
-        return full(sample, timestep, encoder_hidden_states)[0]
+        return full(sample, timestep, encoder_hidden_states, **kwargs)[0]
 
     unet.forward = forward
     unet.forward_and_cache = full

@@ -7,7 +7,11 @@
 * fused GroupNorm(+time-embedding offset)(+SiLU), GEGLU and frame attention kernels (kernels.py);
 * q/k/v (and cross-attention k/v) projections concatenated into one GEMM each; the motion modules'
   frame-position encoding pushed through those projections once (pe @ W^T, float32) and added per
-  frame inside the attention kernel instead of to every token.
+  frame inside the attention kernel instead of to every token;
+* for a CFG pair (`cfg_pair=True`, see LatentSyncUNet): the two halves share their input, so conv_in,
+  the first resnet and the first self-attention run on one half and are copied to both; the
+  unconditional half's audio is all zeros, so its cross-attention (softmax over K = 0, times V = 0)
+  is exactly to_out's bias and is not computed.
 
 The switch replaces the `forward` of the affected module instances (and the model's `_head`); the
 reference forwards (the CPU path, checked against the official goldens) are untouched, and
@@ -17,15 +21,28 @@ call `enable_fast_path` again after loading new weights or moving the model.
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from lipsync.latentsync import kernels
+from lipsync.latentsync.unet import LatentSyncUNet
+from lipsync.latentsync.unet_blocks import UpBlock
 from lipsync.latentsync.unet_layers import Attention, FeedForward, ResnetBlock
 from lipsync.latentsync.unet_transformers import BasicTransformerBlock, SpatialTransformer, TemporalTransformer
 
-_PATCHED = ("forward", "_head")
+_PATCHED = ("forward", "_head", "_prepare", "run_up_layer")
+
+
+@dataclass(frozen=True)
+class CfgPairAudio:
+    """The audio tokens of a CFG pair batch as the fused forwards receive them: rows [:half] belong to
+    the unconditional half (all zeros), rows [half:] to the conditional one. Activations with `half`
+    rows are still the halves' shared prefix (one copy for both)."""
+
+    tokens: torch.Tensor  # (2 * half, S, D)
+    half: int  # B/2 * F
 
 
 def fast_path_supported(unet: torch.nn.Module) -> bool:
@@ -56,11 +73,14 @@ def enable_fast_path(unet: torch.nn.Module) -> bool:
                 attention._fast_pe_qkv = (pe @ weight.float().t()).contiguous()  # (max_len, 3C)
         elif isinstance(module, FeedForward):
             module.forward = types.MethodType(_feed_forward, module)
+        elif isinstance(module, UpBlock):
+            module.run_up_layer = types.MethodType(_up_layer, module)
         if isinstance(module, Attention) and not hasattr(module, "_fast_kv"):
             module._fast_kv = _cat_weights(module.to_k, module.to_v)
             if module.to_q.in_features == module.to_k.in_features:  # self-attention: one qkv GEMM
                 module._fast_qkv = _cat_weights(module.to_q, module.to_k, module.to_v)
     unet._head = types.MethodType(_head, unet)
+    unet._prepare = types.MethodType(_prepare, unet)
     unet.fast_path = True
     return True
 
@@ -99,11 +119,30 @@ def _image(tokens: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 # -- forwards (bound to module instances by enable_fast_path) ------------------------------------------
 
 
+def _prepare(self: LatentSyncUNet, sample, timestep, encoder_hidden_states, cfg_pair: bool = False):
+    """The reference preparation; for a CFG pair, only the first half of the (identical) inputs, one
+    time-embedding row (the halves share the time step) and the audio wrapped as CfgPairAudio."""
+    x, temb, context, frames = LatentSyncUNet._prepare(self, sample, timestep, encoder_hidden_states, cfg_pair)
+    if not cfg_pair:
+        return x, temb, context, frames
+    half = x.shape[0] // 2
+    return x[:half], temb[:1], CfgPairAudio(context, half), frames
+
+
+def _up_layer(self: UpBlock, index: int, x: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor, context,
+              frames: int) -> torch.Tensor:
+    """The reference up layer; a CFG pair's shared skip (conv_in's output, half the rows) goes to both halves."""
+    if skip.shape[0] != x.shape[0]:
+        skip = torch.cat([skip, skip])
+    return self.run_layer(index, torch.cat([x, skip], dim=1), temb, context, frames)
+
+
 def _resnet_forward(self: ResnetBlock, x: torch.Tensor, temb: torch.Tensor, frames: int) -> torch.Tensor:
     """Convolutions without their bias (a separate broadcast pass in channels-last): conv1's bias
     joins the time embedding inside the second norm, conv2's (and the shortcut's) the residual add."""
     h = F.conv2d(_group_norm(x, self.norm1, frames=frames, silu=True), self.conv1.weight, None, padding=1)
-    offset = self.time_emb_proj(F.silu(temb)) + self.conv1.bias  # (B, C), inside the norm's statistics
+    offset = self.time_emb_proj(F.silu(temb)) + self.conv1.bias  # (B, C) or (1, C), inside the norm
+    offset = offset.expand(x.shape[0] // frames, -1)
     h = F.conv2d(_group_norm(h, self.norm2, frames=frames, add=offset, silu=True), self.conv2.weight, None,
                  padding=1)
     if self.conv_shortcut is not None:
@@ -132,6 +171,21 @@ def _cross_attention(attn: Attention, x: torch.Tensor, context: torch.Tensor) ->
     return out.transpose(1, 2).reshape(n * length, dim)
 
 
+def _audio_attention(attn: Attention, x: torch.Tensor, context) -> torch.Tensor:
+    """attn2 including to_out: (N, L, C) -> (N*L, C). For a CFG pair the zero-audio half is to_out's
+    bias exactly (K = V = 0: uniform weights over zero values), so only the audio half is computed."""
+    proj = attn.to_out[0]
+    if not isinstance(context, CfgPairAudio):
+        return proj(_cross_attention(attn, x, context))
+    n, length, dim = x.shape
+    split = context.half * length
+    out = torch.empty((n * length, dim), device=x.device, dtype=x.dtype)
+    out[:split] = proj.bias
+    torch.addmm(proj.bias, _cross_attention(attn, x[context.half:], context.tokens[context.half:]),
+                proj.weight.t(), out=out[split:])
+    return out
+
+
 def _ln(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
     return kernels.layer_norm(x, norm.weight, norm.bias, norm.eps)
 
@@ -140,14 +194,16 @@ def _add_ln(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -> tuple
     return kernels.add_layer_norm(x, y, norm.weight, norm.bias, norm.eps)
 
 
-def _basic_block_forward(self: BasicTransformerBlock, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """x: (N, L, C) contiguous tokens, ours to update in place (the residual stream)."""
+def _basic_block_forward(self: BasicTransformerBlock, x: torch.Tensor, context) -> torch.Tensor:
+    """x: (N, L, C) contiguous tokens, ours to update in place (the residual stream). A CFG pair's
+    shared prefix (N = half the audio rows) ends before the audio: the output has 2N rows then."""
     n, length, dim = x.shape
     flat = x.view(n * length, dim)
     h = _ln(flat, self.norm1).view(n, length, dim)
     flat, h = _add_ln(flat, self.attn1.to_out[0](_self_attention(self.attn1, h)), self.norm2)
-    h = _cross_attention(self.attn2, h.view(n, length, dim), context)
-    flat, h = _add_ln(flat, self.attn2.to_out[0](h), self.norm3)
+    if isinstance(context, CfgPairAudio) and n == context.half:
+        flat, h, n = flat.repeat(2, 1), h.repeat(2, 1), 2 * n
+    flat, h = _add_ln(flat, _audio_attention(self.attn2, h.view(n, length, dim), context), self.norm3)
     return flat.add_(self.ff(h)).view(n, length, dim)
 
 
@@ -162,7 +218,11 @@ def _spatial_forward(self: SpatialTransformer, x: torch.Tensor, context: torch.T
     tokens = tokens.view(bf, h * w, c)
     for block in self.transformer_blocks:
         tokens = block(tokens, context)
-    out = torch.addmm(self.proj_out.bias, tokens.view(bf * h * w, c), self.proj_out.weight.view(c, c).t())
+    n = tokens.shape[0]
+    out = torch.addmm(self.proj_out.bias, tokens.view(n * h * w, c), self.proj_out.weight.view(c, c).t())
+    if n != bf:  # a CFG pair's shared prefix ended in the block: x is the input of both halves
+        out.view(2, bf * h * w, c).add_(_tokens(x))
+        return _image(out, (n, c, h, w))
     return _image(out, x.shape).add_(x)
 
 

@@ -56,6 +56,7 @@ class LatentVAE:
         self.scaling = scaling
         self.shift = shift
         self.channels_last = channels_last
+        self.fast = False  # True once vae_fast.enable_fast_vae switched it to the fused CUDA path
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 

@@ -143,17 +143,17 @@ class _LoggingUNet:
     def dtype(self):
         return self.unet.dtype
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         self.events.append("unet")
-        return self.unet(*args)
+        return self.unet(*args, **kwargs)
 
-    def forward_and_cache(self, *args):
+    def forward_and_cache(self, *args, **kwargs):
         self.events.append("unet")
-        return self.unet.forward_and_cache(*args)
+        return self.unet.forward_and_cache(*args, **kwargs)
 
-    def forward_cached(self, *args):
+    def forward_cached(self, *args, **kwargs):
         self.events.append("unet")
-        return self.unet.forward_cached(*args)
+        return self.unet.forward_cached(*args, **kwargs)
 
 
 @pytest.mark.parametrize("overlap, chunks_ahead", [(False, 1), (True, 2)])

@@ -89,6 +89,62 @@ def test_cuda_graphs_replay_the_fused_path(fast_unet, golden):
                                    fast_unet.forward_cached(*args, feature), rtol=1e-5, atol=1e-5)
 
 
+def _cfg_pair_inputs(sample, audio):
+    """denoise's CFG batch: the first sample twice, zero audio for the first half."""
+    frames = sample.shape[2]
+    one = audio[:frames]
+    return torch.cat([sample[:1], sample[:1]]), torch.cat([torch.zeros_like(one), one])
+
+
+@torch.no_grad()
+def test_cfg_pair_shares_the_prefix_and_skips_zero_audio(fast_unet, golden):
+    """cfg_pair=True (shared prefix computed once, zero-audio cross-attention = to_out bias) gives the
+    full computation's result, in all three forwards and under CUDA graphs; float32, within the forward
+    parity bound (1e-4 * max: the halves run as GEMMs of other sizes, so sums round differently)."""
+    g = _golden_cuda(golden)
+    sample, audio = _cfg_pair_inputs(g["input.sample"], g["input.encoder_hidden_states"])
+    t = torch.tensor(501, device=CUDA)
+    full, feature = fast_unet.forward_and_cache(sample, t, audio)
+    pair, pair_feature = fast_unet.forward_and_cache(sample, t, audio, cfg_pair=True)
+    scale = full.abs().max().item()
+    assert (pair - full).abs().max().item() <= 1e-4 * scale
+    assert (pair_feature - feature).abs().max().item() <= 1e-4 * feature.abs().max().item()
+    assert (fast_unet(sample, t, audio, cfg_pair=True) - full).abs().max().item() <= 1e-4 * scale
+    cached = fast_unet.forward_cached(sample, t, audio, feature)
+    pair_cached = fast_unet.forward_cached(sample, t, audio, feature, cfg_pair=True)
+    assert (pair_cached - cached).abs().max().item() <= 1e-4 * cached.abs().max().item()
+    runner = CudaGraphUNet(fast_unet)
+    for _ in range(2):  # capture, then replay
+        torch.testing.assert_close(runner(sample, t, audio, cfg_pair=True), pair, rtol=1e-5, atol=1e-5)
+    assert runner.failed is None
+    with pytest.raises(ValueError, match="cfg_pair"):
+        fast_unet(sample[:1], t, audio[:FRAMES], cfg_pair=True)
+
+
+@torch.no_grad()
+def test_cfg_pair_with_audio_that_matters():
+    """The golden's tiny weights give the zero-audio half the same output as the audio half; with
+    random weights the halves differ, and cfg_pair still gives the full computation's result."""
+    torch.manual_seed(7)
+    unet = build_unet(tiny_unet_config(), CUDA, torch.float32)
+    for p in unet.parameters():
+        p.normal_(0, 0.2)
+    assert enable_fast_path(unet)
+    gen = torch.Generator(device=CUDA).manual_seed(8)
+    sample = torch.randn(1, 13, FRAMES, 8, 8, device=CUDA, generator=gen)
+    audio = torch.randn(FRAMES, 50, unet.config.cross_attention_dim, device=CUDA, generator=gen)
+    sample, audio = _cfg_pair_inputs(sample, audio)
+    t = torch.tensor(301, device=CUDA)
+    full, feature = unet.forward_and_cache(sample, t, audio)
+    scale = full.abs().max().item()
+    assert (full[0] - full[1]).abs().max().item() > 1e-2 * scale  # audio matters here
+    pair, pair_feature = unet.forward_and_cache(sample, t, audio, cfg_pair=True)
+    assert (pair - full).abs().max().item() <= 1e-4 * scale
+    cached = unet.forward_cached(sample, t, audio, feature)
+    assert (unet.forward_cached(sample, t, audio, feature, cfg_pair=True) - cached).abs().max().item() \
+        <= 1e-4 * cached.abs().max().item()
+
+
 @torch.no_grad()
 def test_disable_restores_the_reference_path(golden):
     unet = load_unet(GOLDEN, tiny_unet_config(), CUDA, torch.float32, key_prefix="unet.")
@@ -175,6 +231,10 @@ def test_full_size_bf16_fused_as_close_to_fp32_as_reference(version):
     fused = unet(sample, t, audio)
     err_ref, err_fused = _rel(ref_bf16, ref), _rel(fused, ref)
     assert err_fused <= 1.25 * err_ref + 1e-3, (err_fused, err_ref)
+    # the CFG-pair layout (denoise's batch) on full-size shapes: same result as the plain bf16 call
+    pair_sample, pair_audio = _cfg_pair_inputs(sample, audio)
+    plain = unet(pair_sample, t, pair_audio)
+    assert _rel(unet(pair_sample, t, pair_audio, cfg_pair=True), plain) <= 0.25 * err_ref + 1e-3
 
 
 @torch.no_grad()
@@ -197,3 +257,32 @@ def test_layer_norm_kernels(dtype, rows, channels):
     ref = F.layer_norm(expected_sum.float(), (channels,), weight.float(), bias.float(), 1e-5)
     assert _rel(normed, ref) <= tol
 
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("resolution", [256, 512])
+def test_fused_vae_as_close_to_fp32_as_reference(resolution):
+    """sd-vae-ft-mse architecture, random weights: the fused bf16 encoder and decoder are no further
+    from float32 than diffusers' bf16 ones are (+25%), and disable restores diffusers' forwards."""
+    from lipsync.latentsync.vae import SD_VAE_FT_MSE_CONFIG, build_vae
+    from lipsync.latentsync.vae_fast import disable_fast_vae, enable_fast_vae
+
+    vae = build_vae(SD_VAE_FT_MSE_CONFIG, CUDA, torch.float32)
+    gen = torch.Generator(device=CUDA).manual_seed(4)
+    z = torch.randn(2, 4, resolution // 8, resolution // 8, device=CUDA, generator=gen)
+    pixels = torch.rand(2, 3, resolution, resolution, device=CUDA, generator=gen) * 2 - 1
+
+    def run():  # decoded faces, and the encoder's posterior mean (LatentVAE.encode adds sampled noise)
+        return vae.decode(z), vae.model.encode(pixels.to(vae.dtype)).latent_dist.mean.float()
+
+    refs = run()
+    vae.model.to(torch.bfloat16)
+    refs_bf16 = run()
+    assert enable_fast_vae(vae) and vae.channels_last and vae.fast
+    for fused, ref, ref_bf16 in zip(run(), refs, refs_bf16):
+        err_ref, err_fused = _rel(ref_bf16, ref), _rel(fused, ref)
+        assert err_fused <= 1.25 * err_ref + 1e-3, (err_fused, err_ref)
+    disable_fast_vae(vae)
+    assert not vae.fast and "forward" not in vae.model.decoder.__dict__ and "forward" not in vae.model.encoder.__dict__
+    for out, ref_bf16, ref in zip(run(), refs_bf16, refs):  # diffusers' forwards again (channels-last weights)
+        assert _rel(out, ref) <= 1.25 * _rel(ref_bf16, ref) + 1e-3
