@@ -143,13 +143,19 @@ def _resnet_forward(self: ResnetBlock, x: torch.Tensor, temb: torch.Tensor, fram
     h = F.conv2d(_group_norm(x, self.norm1, frames=frames, silu=True), self.conv1.weight, None, padding=1)
     offset = self.time_emb_proj(F.silu(temb)) + self.conv1.bias  # (B, C) or (1, C), inside the norm
     offset = offset.expand(x.shape[0] // frames, -1)
-    h = F.conv2d(_group_norm(h, self.norm2, frames=frames, add=offset, silu=True), self.conv2.weight, None,
-                 padding=1)
-    if self.conv_shortcut is not None:
-        skip = F.conv2d(x, self.conv_shortcut.weight, None)
-        bias = self.conv2.bias + self.conv_shortcut.bias
+    return resnet_output(self, _group_norm(h, self.norm2, frames=frames, add=offset, silu=True), x)
+
+
+def resnet_output(resnet, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """conv2(h) + shortcut(x) for a resnet with `conv2` (3x3) and an optional 1x1 `conv_shortcut`:
+    both convolutions bias-free, their biases added with the residual in one pass (ours and
+    diffusers' resnets share these names)."""
+    h = F.conv2d(h, resnet.conv2.weight, None, padding=1)
+    if resnet.conv_shortcut is not None:
+        skip = F.conv2d(x, resnet.conv_shortcut.weight, None)
+        bias = resnet.conv2.bias + resnet.conv_shortcut.bias
     else:
-        skip, bias = x, self.conv2.bias
+        skip, bias = x, resnet.conv2.bias
     return kernels.add_bias_residual_(h, skip, bias)
 
 

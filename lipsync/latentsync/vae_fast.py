@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lipsync.latentsync import kernels
+from lipsync.latentsync.unet_fast import resnet_output
 
 
 def _is_plain_resnet(module) -> bool:
@@ -64,13 +65,7 @@ def _gn_silu(x: torch.Tensor, norm: torch.nn.GroupNorm, add: torch.Tensor | None
 
 def _resnet_forward(self, x: torch.Tensor, temb=None, *args, **kwargs) -> torch.Tensor:
     h = F.conv2d(_gn_silu(x, self.norm1), self.conv1.weight, None, padding=1)
-    h = F.conv2d(_gn_silu(h, self.norm2, self.conv1.bias.expand(h.shape[0], -1)), self.conv2.weight, None, padding=1)
-    if self.conv_shortcut is not None:
-        skip = F.conv2d(x, self.conv_shortcut.weight, None)
-        bias = self.conv2.bias + self.conv_shortcut.bias
-    else:
-        skip, bias = x, self.conv2.bias
-    return kernels.add_bias_residual_(h, skip, bias)
+    return resnet_output(self, _gn_silu(h, self.norm2, self.conv1.bias.expand(h.shape[0], -1)), x)
 
 
 def _encoder_forward(self, sample: torch.Tensor) -> torch.Tensor:
