@@ -10,13 +10,15 @@ and cuDNN's NCHW<->NHWC conversions. The fast path (unet_fast.py) keeps activati
   per-sample channel offset, optionally followed by SiLU) in three launches: per-tile channel moments,
   a per-(sample, group) combine (Chan's parallel mean/M2: no sum-of-squares cancellation), and one
   scale/shift(/SiLU) pass;
-* `geglu`: value * GELU(gate) (exact erf) over the two halves of one projection, in one pass;
+* `geglu`: value * GELU(gate) (exact erf) over the two halves of one projection, in one pass (tried:
+  GEGLU in the epilogue of a Triton GEMM, plain, TMA and persistent: at best level with cuBLAS + this
+  pass, 1.26-1.36 ms against 1.29 at v1.6's first level, so cuBLAS stays);
 * `add_bias_residual_`: a bias-free convolution's bias plus the resnet residual, in one pass;
 * `layer_norm` / `add_layer_norm`: LayerNorm over many short rows per program (the native kernel
   runs one row per block), the second also adding the sublayer output to the residual stream;
 * `temporal_attention`: softmax attention across the F frames at every spatial position, reading q/k/v
-  straight from the fused qkv projection in (sample, frame, position) token order (no permutes), with
-  the motion module's frame-position encoding folded in as per-frame q/k/v offsets.
+  straight from the fused qkv projection in (sample, frame, position) token order (no permutes); the
+  motion module's frame-position encoding is added by the LayerNorm that feeds the projection.
 
 Everything here needs CUDA and Triton; `available()` says whether they are present. The pure PyTorch
 path in unet_layers / unet_transformers stays the CPU path and the parity oracle (tests compare the
@@ -37,12 +39,12 @@ except ImportError:  # pragma: no cover - depends on the install
 
 GN_BLOCK_HW = 128  # positions per moments / apply tile
 GN_BLOCK_C = 64  # channels per tile (every LatentSync width is a multiple of 64)
-# Frame attention: one head per program, one warp (two past 128 padded head dims): the fastest of the
-# heads-per-program x warps sweep at C=640 and within 12% of it at C=320 (bench/latentsync_kernels.py,
-# H200). Tried: tokens in (sample, position, frame) order, so a position's frames are contiguous (the
-# norm writing them so, the residual add reading them back): no faster at C=320, so not kept.
-TEMPORAL_HEADS_PER_PROGRAM = 1
-TEMPORAL_WARPS = 1
+# Frame attention: one head per program, one warp (bench/latentsync_kernels.py sweeps warps, H200).
+# Tried and not kept: several heads per program (slower at C=320), tokens in (sample, position, frame)
+# order (no faster at C=320), channel-major q/k/v with the scores built channel by channel on the CUDA
+# cores (0.79 ms against 0.60 at C=320). With the head split and the position encoding moved to the
+# LayerNorm: 0.51 ms at C=320 (was 0.61), 0.145 ms at C=640 (was 0.30) with two warps.
+TEMPORAL_WARPS = 2
 
 
 def available() -> bool:
@@ -167,10 +169,11 @@ if triton is not None:
         tl.store(h_ptr + idx, (h + skip + bias).to(h_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _layer_norm_kernel(x_ptr, y_ptr, sum_ptr, out_ptr, w_ptr, b_ptr, M, C, eps,
-                           ADD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _layer_norm_kernel(x_ptr, y_ptr, sum_ptr, out_ptr, w_ptr, b_ptr, pe_ptr, M, C, FRAMES, HW, eps,
+                           ADD: tl.constexpr, PE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         """out = LayerNorm(x) over rows of C, or with ADD: sum = x + y (stored, model dtype) and
-        out = LayerNorm(sum). Float32 statistics; BLOCK_M rows per program."""
+        out = LayerNorm(sum). Float32 statistics; BLOCK_M rows per program. PE: plus the frame-position
+        row pe[(row // HW) % FRAMES] (rows ordered (sample, frame, position))."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, BLOCK_C)
         mask = (rows[:, None] < M) & (cols[None, :] < C)
@@ -186,50 +189,58 @@ if triton is not None:
         w = tl.load(w_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
         b = tl.load(b_ptr + cols, mask=cols < C, other=0.0).to(tl.float32)
         out = d * rstd[:, None] * w[None, :] + b[None, :]
+        if PE:
+            frame = (rows // HW) % FRAMES
+            out += tl.load(pe_ptr + frame[:, None] * C + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _temporal_attention_kernel(qkv_ptr, pe_ptr, out_ptr, FRAMES, HW, C, HEADS, D: tl.constexpr, sm_scale,
-                                   HAS_PE: tl.constexpr, IEEE: tl.constexpr, BLOCK_H: tl.constexpr,
-                                   BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr):
-        """Program (b * HW + p, head block): attention over the frames of position p of sample b for
-        BLOCK_H heads. Token (b, f, p) is row (b * FRAMES + f) * HW + p of qkv (rows of [q | k | v],
-        head h at columns h * D ... h * D + D - 1 of each third) and of out (rows of C). D is a
-        compile-time constant: the head-column mask then falls on 8-element boundaries (every LatentSync
-        head size is a multiple of 8), so loads and stores are 16-byte vectors, not single elements."""
+    def _temporal_attention_kernel(qkv_ptr, out_ptr, FRAMES, HW, C, HEADS, sm_scale, D: tl.constexpr,
+                                   D0: tl.constexpr, D1: tl.constexpr, IEEE: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Program (b * HW + p, h): attention over the frames of position p of sample b, head h. Token
+        (b, f, p) is row (b * FRAMES + f) * HW + p of qkv (rows of [q | k | v], head h at columns
+        h * D ... h * D + D - 1 of each third) and of out (rows of C). The head is split into D0 + D1
+        columns (see head_split): two products instead of one padded to the next power of two."""
         pid = tl.program_id(0)
-        hb = tl.program_id(1)
-        h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+        h = tl.program_id(1)
         f = tl.arange(0, BLOCK_F)
-        d = tl.arange(0, BLOCK_D)
-        token = (pid // HW * FRAMES + f) * HW + pid % HW  # [F]
-        col = h[:, None, None] * D + d[None, None, :]  # [H, 1, D]
-        mask = (h[:, None, None] < HEADS) & (f[None, :, None] < FRAMES) & (d[None, None, :] < D)
-        base = qkv_ptr + token[None, :, None].to(tl.int64) * (3 * C) + col
-        q = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-        k = tl.load(base + C, mask=mask, other=0.0).to(tl.float32)
-        v = tl.load(base + 2 * C, mask=mask, other=0.0).to(tl.float32)
-        if HAS_PE:  # (frames, 3C) per-frame offsets: pe @ [Wq | Wk | Wv]^T
-            pe = pe_ptr + f[None, :, None] * (3 * C) + col
-            q += tl.load(pe, mask=mask, other=0.0)
-            k += tl.load(pe + C, mask=mask, other=0.0)
-            v += tl.load(pe + 2 * C, mask=mask, other=0.0)
-        dtype = qkv_ptr.dtype.element_ty
+        fmask = f < FRAMES
+        token = ((pid // HW * FRAMES + f) * HW + pid % HW).to(tl.int64)
+        row = qkv_ptr + token[:, None] * (3 * C) + h * D
+        dst = out_ptr + token[:, None] * C + h * D
+        c0 = tl.arange(0, D0)
+        m0 = fmask[:, None] & (c0 < D)[None, :]
+        q0 = tl.load(row + c0[None, :], mask=m0, other=0.0)
+        k0 = tl.load(row + C + c0[None, :], mask=m0, other=0.0)
         if IEEE:  # float32 model: full-precision products (no TF32)
-            scores = tl.dot(q, tl.trans(k, (0, 2, 1)), input_precision="ieee") * sm_scale  # [H, F, F]
+            scores = tl.dot(q0, tl.trans(k0), input_precision="ieee")
         else:
-            scores = tl.dot(q.to(dtype), tl.trans(k.to(dtype), (0, 2, 1))) * sm_scale
-        valid_key = (tl.arange(0, BLOCK_F) < FRAMES)[None, None, :]
-        scores = tl.where(valid_key, scores, float("-inf"))
-        scores = scores - tl.max(scores, axis=2)[:, :, None]
-        weights = tl.exp(scores)
-        weights = weights / tl.sum(weights, axis=2)[:, :, None]
+            scores = tl.dot(q0, tl.trans(k0))
+        if D1 > 0:
+            c1 = D0 + tl.arange(0, D1)
+            m1 = fmask[:, None] & (c1 < D)[None, :]
+            q1 = tl.load(row + c1[None, :], mask=m1, other=0.0)
+            k1 = tl.load(row + C + c1[None, :], mask=m1, other=0.0)
+            if IEEE:
+                scores = tl.dot(q1, tl.trans(k1), scores, input_precision="ieee")
+            else:
+                scores = tl.dot(q1, tl.trans(k1), scores)
+        scores = tl.where(fmask[None, :], scores * sm_scale, float("-inf"))
+        weights = tl.exp(scores - tl.max(scores, axis=1)[:, None])
+        weights = (weights / tl.sum(weights, axis=1)[:, None]).to(q0.dtype)
+        v0 = tl.load(row + 2 * C + c0[None, :], mask=m0, other=0.0)
         if IEEE:
-            out = tl.dot(weights, v, input_precision="ieee")  # [H, F, D]
+            out0 = tl.dot(weights, v0, input_precision="ieee")
         else:
-            out = tl.dot(weights.to(dtype), v.to(dtype))
-        dst = out_ptr + token[None, :, None].to(tl.int64) * C + col
-        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=mask)
+            out0 = tl.dot(weights, v0)
+        tl.store(dst + c0[None, :], out0.to(out_ptr.dtype.element_ty), mask=m0)
+        if D1 > 0:
+            v1 = tl.load(row + 2 * C + c1[None, :], mask=m1, other=0.0)
+            if IEEE:
+                out1 = tl.dot(weights, v1, input_precision="ieee")
+            else:
+                out1 = tl.dot(weights, v1)
+            tl.store(dst + c1[None, :], out1.to(out_ptr.dtype.element_ty), mask=m1)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -291,51 +302,65 @@ def add_bias_residual_(h: torch.Tensor, skip: torch.Tensor, bias: torch.Tensor) 
 
 
 def _layer_norm_launch(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
-                       eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                       eps: float, pe: torch.Tensor | None, hw: int) -> tuple[torch.Tensor, torch.Tensor]:
     c = x.shape[-1]
     if not x.is_contiguous() or (y is not None and (not y.is_contiguous() or y.shape != x.shape)):
         raise ValueError("layer_norm: x (and y) must be contiguous and of one shape")
     rows = x.numel() // c
+    frames = 1
+    if pe is not None:
+        frames = pe.shape[0]
+        if pe.shape[-1] != c or rows % (frames * hw):
+            raise ValueError(f"layer_norm: pe {tuple(pe.shape)} does not fit {rows} rows of {c} in frames of {hw}")
+        pe = pe.contiguous()
     block_c = _pow2(c)
     block_m = max(1, min(64, 4096 // block_c))
     out = torch.empty_like(x)
     _layer_norm_kernel[(triton.cdiv(rows, block_m),)](
-        x, y if y is not None else x, x, out, weight, bias, rows, c, float(eps),
-        ADD=y is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4 if block_c <= 1024 else 8)
+        x, y if y is not None else x, x, out, weight, bias, pe if pe is not None else x, rows, c, frames, hw,
+        float(eps), ADD=y is not None, PE=pe is not None, BLOCK_M=block_m, BLOCK_C=block_c,
+        num_warps=4 if block_c <= 1024 else 8)
     return x, out
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm over the last dim of a contiguous x (float32 statistics), in x's dtype."""
-    return _layer_norm_launch(x, None, weight, bias, eps)[1]
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
+               pe: torch.Tensor | None = None, hw: int = 1) -> torch.Tensor:
+    """LayerNorm over the last dim of a contiguous x (float32 statistics), in x's dtype. With `pe`
+    (frames, C): plus pe[f] on the rows of frame f, rows ordered (sample, frame, position of hw)."""
+    return _layer_norm_launch(x, None, weight, bias, eps, pe, hw)[1]
 
 
-def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                   eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x += y IN PLACE (the residual stream), and LayerNorm of the new x; returns (x, normed)."""
-    return _layer_norm_launch(x, y, weight, bias, eps)
+def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
+                   pe: torch.Tensor | None = None, hw: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """x += y IN PLACE (the residual stream), and LayerNorm of the new x (plus `pe` as in layer_norm);
+    returns (x, normed)."""
+    return _layer_norm_launch(x, y, weight, bias, eps, pe, hw)
 
 
-def temporal_attention(qkv: torch.Tensor, frames: int, hw: int, heads: int,
-                       frame_offsets: torch.Tensor | None = None, *, block_h: int | None = None,
+def head_split(d: int) -> tuple[int, int]:
+    """(D0, D1) column blocks covering a head of size d: D0 the largest power of two <= d (at least 16,
+    masked past d), D1 a power of two >= 16 for the rest (0 if none). 40 -> (32, 16), 80 -> (64, 16),
+    160 -> (128, 32), 64 -> (64, 0), 8 -> (16, 0)."""
+    d0 = max(16, 1 << (d.bit_length() - 1))
+    rest = d - d0
+    return d0, (max(16, 1 << (rest - 1).bit_length()) if rest > 0 else 0)
+
+
+def temporal_attention(qkv: torch.Tensor, frames: int, hw: int, heads: int, *,
                        num_warps: int | None = None) -> torch.Tensor:
     """Self-attention across frames. qkv: (B * frames * hw, 3C) rows ordered (sample, frame, position),
-    columns [q | k | v]; frame_offsets: (>= frames, 3C) float32 added to frame f's q/k/v (the position
-    encoding pushed through the projections), or None. Returns (B * frames * hw, C) in qkv's dtype."""
+    columns [q | k | v] (the motion module's frame-position encoding already in: layer_norm's `pe`).
+    Returns (B * frames * hw, C) in qkv's dtype."""
     rows, c3 = qkv.shape
     c = c3 // 3
     d = c // heads
-    if rows % (frames * hw) or c % heads:
+    if rows % (frames * hw) or c % heads or c3 % 3:
         raise ValueError(f"temporal attention: {rows} tokens not (B x {frames} x {hw}) or {c} not {heads} heads")
     qkv = qkv.contiguous()
-    block_d = max(16, _pow2(d))
-    block_h = block_h or TEMPORAL_HEADS_PER_PROGRAM
-    num_warps = num_warps or (TEMPORAL_WARPS if block_d <= 128 else 2 * TEMPORAL_WARPS)
+    d0, d1 = head_split(d)
     out = torch.empty((rows, c), device=qkv.device, dtype=qkv.dtype)
-    pe = frame_offsets if frame_offsets is not None else qkv
-    grid = (rows // frames, triton.cdiv(heads, block_h))
-    _temporal_attention_kernel[grid](qkv, pe, out, frames, hw, c, heads, d, 1.0 / math.sqrt(d),
-                                     HAS_PE=frame_offsets is not None, IEEE=qkv.dtype == torch.float32,
-                                     BLOCK_H=block_h, BLOCK_F=max(16, _pow2(frames)), BLOCK_D=block_d,
-                                     num_warps=num_warps)
+    _temporal_attention_kernel[(rows // frames, heads)](
+        qkv, out, frames, hw, c, heads, 1.0 / math.sqrt(d), D=d, D0=d0, D1=d1, IEEE=qkv.dtype == torch.float32,
+        BLOCK_F=max(16, _pow2(frames)), num_warps=num_warps or TEMPORAL_WARPS)
     return out
+

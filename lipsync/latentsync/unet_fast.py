@@ -6,8 +6,7 @@
   spatial and motion transformers run on tokens without a single permute;
 * fused GroupNorm(+time-embedding offset)(+SiLU), GEGLU and frame attention kernels (kernels.py);
 * q/k/v (and cross-attention k/v) projections concatenated into one GEMM each; the motion modules'
-  frame-position encoding pushed through those projections once (pe @ W^T, float32) and added per
-  frame inside the attention kernel instead of to every token;
+  frame-position encoding added by the LayerNorm kernel in front of each frame attention;
 * for a CFG pair (`cfg_pair=True`, see LatentSyncUNet): the two halves share their input, so conv_in,
   the first resnet and the first self-attention run on one half and are copied to both; the
   unconditional half's audio is all zeros, so its cross-attention (softmax over K = 0, times V = 0)
@@ -67,10 +66,7 @@ def enable_fast_path(unet: torch.nn.Module) -> bool:
         elif isinstance(module, TemporalTransformer):
             module.forward = types.MethodType(_temporal_forward, module)
             for attention in module.transformer_blocks[0].attention_blocks:
-                weight = _cat_weights(attention.to_q, attention.to_k, attention.to_v)
-                attention._fast_qkv = weight
-                pe = attention.pos_encoder.pe[0].float()  # (max_len, C)
-                attention._fast_pe_qkv = (pe @ weight.float().t()).contiguous()  # (max_len, 3C)
+                attention._fast_qkv = _cat_weights(attention.to_q, attention.to_k, attention.to_v)
         elif isinstance(module, FeedForward):
             module.forward = types.MethodType(_feed_forward, module)
         elif isinstance(module, UpBlock):
@@ -90,7 +86,7 @@ def disable_fast_path(unet: torch.nn.Module) -> None:
     for module in unet.modules():
         for name in _PATCHED:
             module.__dict__.pop(name, None)
-        for name in ("_fast_qkv", "_fast_kv", "_fast_pe_qkv"):
+        for name in ("_fast_qkv", "_fast_kv"):
             module.__dict__.pop(name, None)
     unet.to(memory_format=torch.contiguous_format)
     unet.fast_path = False
@@ -192,12 +188,12 @@ def _audio_attention(attn: Attention, x: torch.Tensor, context) -> torch.Tensor:
     return out
 
 
-def _ln(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
-    return kernels.layer_norm(x, norm.weight, norm.bias, norm.eps)
+def _ln(x: torch.Tensor, norm: torch.nn.LayerNorm, **pe) -> torch.Tensor:
+    return kernels.layer_norm(x, norm.weight, norm.bias, norm.eps, **pe)
 
 
-def _add_ln(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    return kernels.add_layer_norm(x, y, norm.weight, norm.bias, norm.eps)
+def _add_ln(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm, **pe) -> tuple[torch.Tensor, torch.Tensor]:
+    return kernels.add_layer_norm(x, y, norm.weight, norm.bias, norm.eps, **pe)
 
 
 def _basic_block_forward(self: BasicTransformerBlock, x: torch.Tensor, context) -> torch.Tensor:
@@ -233,18 +229,21 @@ def _spatial_forward(self: SpatialTransformer, x: torch.Tensor, context: torch.T
 
 
 def _temporal_forward(self: TemporalTransformer, x: torch.Tensor, frames: int) -> torch.Tensor:
-    """Tokens stay in (sample, frame, position) order; the attention kernel gathers across frames."""
+    """Tokens stay in (sample, frame, position) order; the attention kernel gathers across frames. Each
+    attention's frame-position encoding is added by the LayerNorm in front of it (the reference adds
+    it to the normed tokens, then projects)."""
     bf, c, h, w = x.shape
     if frames > self.max_len:
         raise ValueError(f"a chunk holds at most {self.max_len} frames; got {frames}")
     tokens = self.proj_in(_tokens(_group_norm(x, self.norm)))
     block = self.transformer_blocks[0]
+    attentions = block.attention_blocks
     norms = [*block.norms, block.ff_norm]
-    normed = _ln(tokens, norms[0])
-    for i, attention in enumerate(block.attention_blocks):
-        qkv = F.linear(normed, attention._fast_qkv)
-        out = kernels.temporal_attention(qkv, frames, h * w, attention.heads, attention._fast_pe_qkv[:frames])
-        tokens, normed = _add_ln(tokens, attention.to_out[0](out), norms[i + 1])
+    pe = [{"pe": a.pos_encoder.pe[0, :frames], "hw": h * w} for a in attentions] + [{}]
+    normed = _ln(tokens, norms[0], **pe[0])
+    for i, attention in enumerate(attentions):
+        out = kernels.temporal_attention(F.linear(normed, attention._fast_qkv), frames, h * w, attention.heads)
+        tokens, normed = _add_ln(tokens, attention.to_out[0](out), norms[i + 1], **pe[i + 1])
     tokens = tokens.add_(block.ff(normed))
     out = torch.addmm(self.proj_out.bias, tokens, self.proj_out.weight.t())
     return _image(out, x.shape).add_(x)

@@ -197,18 +197,23 @@ def test_geglu_kernel(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch, frames, hw, channels, heads", [
     (4, 16, 1024, 320, 8), (2, 16, 256, 640, 8), (2, 11, 64, 1280, 8),  # the 1.5 widths; 11 = a tail chunk
+    (1, 16, 64, 512, 8), (2, 5, 9, 64, 8),  # a power-of-two head (64), a head under 16 columns (8)
 ])
 def test_temporal_attention_kernel(dtype, batch, frames, hw, channels, heads):
     gen = torch.Generator(device=CUDA).manual_seed(1)
     qkv = torch.randn(batch * frames * hw, 3 * channels, device=CUDA, generator=gen).to(dtype)
-    offsets = torch.randn(frames, 3 * channels, device=CUDA, generator=gen)
-    out = kernels.temporal_attention(qkv, frames, hw, heads, offsets)
-    t = (qkv.float().view(batch, frames, hw, 3 * channels) + offsets[None, :, None]).permute(0, 2, 1, 3)
+    out = kernels.temporal_attention(qkv, frames, hw, heads)
+    t = qkv.float().view(batch, frames, hw, 3 * channels).permute(0, 2, 1, 3)
     t = t.reshape(batch * hw, frames, 3, heads, channels // heads)
     q, k, v = (t[:, :, i].transpose(1, 2) for i in range(3))
     ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, hw, frames, channels)
     ref = ref.permute(0, 2, 1, 3).reshape(-1, channels)
     assert _rel(out, ref) <= (1e-5 if dtype == torch.float32 else 2e-2)
+
+
+def test_head_split():
+    assert [kernels.head_split(d) for d in (40, 80, 160, 64, 8, 16, 24)] == \
+        [(32, 16), (64, 16), (128, 32), (64, 0), (16, 0), (16, 0), (16, 16)]
 
 
 @torch.no_grad()
@@ -256,6 +261,31 @@ def test_layer_norm_kernels(dtype, rows, channels):
     assert torch.equal(total, expected_sum)
     ref = F.layer_norm(expected_sum.float(), (channels,), weight.float(), bias.float(), 1e-5)
     assert _rel(normed, ref) <= tol
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("frames, hw", [(16, 64), (11, 9)])
+def test_layer_norm_adds_frame_positions(dtype, frames, hw):
+    """The motion modules' frame-position encoding rides on the LayerNorm: rows ordered (sample, frame,
+    position), row of frame f gets pe[f] after the norm (as the reference adds it to the normed tokens)."""
+    gen = torch.Generator(device=CUDA).manual_seed(4)
+    channels, samples = 320, 3
+    x = torch.randn(samples * frames * hw, channels, device=CUDA, generator=gen).to(dtype)
+    y = torch.randn_like(x)
+    weight, bias = (torch.randn(channels, device=CUDA, generator=gen).to(dtype) for _ in range(2))
+    pe = torch.randn(frames, channels, device=CUDA, generator=gen).to(dtype)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    norm = F.layer_norm(x.float(), (channels,), weight.float(), bias.float(), 1e-5)
+    ref = (norm.view(samples, frames, hw, channels) + pe.float()[None, :, None]).view_as(norm)
+    assert _rel(kernels.layer_norm(x, weight, bias, 1e-5, pe=pe, hw=hw), ref) <= tol
+    total = (x.float() + y.float()).to(dtype)
+    norm = F.layer_norm(total.float(), (channels,), weight.float(), bias.float(), 1e-5)
+    ref = (norm.view(samples, frames, hw, channels) + pe.float()[None, :, None]).view_as(norm)
+    _, normed = kernels.add_layer_norm(x, y, weight, bias, 1e-5, pe=pe, hw=hw)
+    assert _rel(normed, ref) <= tol
+    with pytest.raises(ValueError, match="does not fit"):
+        kernels.layer_norm(x[:-1], weight, bias, 1e-5, pe=pe, hw=hw)
 
 
 
