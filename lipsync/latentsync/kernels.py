@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 GN_BLOCK_HW = 128  # positions per moments / apply tile
 GN_BLOCK_C = 64  # channels per tile (every LatentSync width is a multiple of 64)
-# Frame attention: one head per program, one warp (bench/latentsync_kernels.py sweeps warps, H200).
+# Frame attention: one head per program, two warps (bench/latentsync_kernels.py sweeps warps, H200).
 # Tried and not kept: several heads per program (slower at C=320), tokens in (sample, position, frame)
 # order (no faster at C=320), channel-major q/k/v with the scores built channel by channel on the CUDA
 # cores (0.79 ms against 0.60 at C=320). With the head split and the position encoding moved to the
@@ -195,6 +195,15 @@ if triton is not None:
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _dot(a, b, acc, IEEE: tl.constexpr):
+        """a @ b (+ acc); IEEE: float32 model, full-precision products (no TF32)."""
+        if IEEE:
+            out = tl.dot(a, b, acc, input_precision="ieee")
+        else:
+            out = tl.dot(a, b, acc)
+        return out
+
+    @triton.jit
     def _temporal_attention_kernel(qkv_ptr, out_ptr, FRAMES, HW, C, HEADS, sm_scale, D: tl.constexpr,
                                    D0: tl.constexpr, D1: tl.constexpr, IEEE: tl.constexpr, BLOCK_F: tl.constexpr):
         """Program (b * HW + p, h): attention over the frames of position p of sample b, head h. Token
@@ -212,34 +221,21 @@ if triton is not None:
         m0 = fmask[:, None] & (c0 < D)[None, :]
         q0 = tl.load(row + c0[None, :], mask=m0, other=0.0)
         k0 = tl.load(row + C + c0[None, :], mask=m0, other=0.0)
-        if IEEE:  # float32 model: full-precision products (no TF32)
-            scores = tl.dot(q0, tl.trans(k0), input_precision="ieee")
-        else:
-            scores = tl.dot(q0, tl.trans(k0))
+        scores = _dot(q0, tl.trans(k0), None, IEEE)
         if D1 > 0:
             c1 = D0 + tl.arange(0, D1)
             m1 = fmask[:, None] & (c1 < D)[None, :]
             q1 = tl.load(row + c1[None, :], mask=m1, other=0.0)
             k1 = tl.load(row + C + c1[None, :], mask=m1, other=0.0)
-            if IEEE:
-                scores = tl.dot(q1, tl.trans(k1), scores, input_precision="ieee")
-            else:
-                scores = tl.dot(q1, tl.trans(k1), scores)
+            scores = _dot(q1, tl.trans(k1), scores, IEEE)
         scores = tl.where(fmask[None, :], scores * sm_scale, float("-inf"))
         weights = tl.exp(scores - tl.max(scores, axis=1)[:, None])
         weights = (weights / tl.sum(weights, axis=1)[:, None]).to(q0.dtype)
         v0 = tl.load(row + 2 * C + c0[None, :], mask=m0, other=0.0)
-        if IEEE:
-            out0 = tl.dot(weights, v0, input_precision="ieee")
-        else:
-            out0 = tl.dot(weights, v0)
-        tl.store(dst + c0[None, :], out0.to(out_ptr.dtype.element_ty), mask=m0)
+        tl.store(dst + c0[None, :], _dot(weights, v0, None, IEEE).to(out_ptr.dtype.element_ty), mask=m0)
         if D1 > 0:
             v1 = tl.load(row + 2 * C + c1[None, :], mask=m1, other=0.0)
-            if IEEE:
-                out1 = tl.dot(weights, v1, input_precision="ieee")
-            else:
-                out1 = tl.dot(weights, v1)
+            out1 = _dot(weights, v1, None, IEEE)
             tl.store(dst + c1[None, :], out1.to(out_ptr.dtype.element_ty), mask=m1)
 
 
