@@ -68,10 +68,14 @@ def bench(version: str, iters: int, peak: float) -> list[dict]:
         fused = time_ms(lambda: kernels.layer_norm(t, ln.weight, ln.bias, ln.eps), DEV, iters, 3)
         ref = time_ms(lambda: ln(t), DEV, iters, 3)
         rows.append(row(f"v{version} LayerNorm {tuple(t.shape)}", fused, ref, 2 * t.numel() * 2, peak))
-        t2 = t.clone()
-        fused = time_ms(lambda: kernels.add_layer_norm(t2, y, ln.weight, ln.bias, ln.eps), DEV, iters, 3)
-        ref = time_ms(lambda: ln(t.add(y)), DEV, iters, 3)
-        rows.append(row(f"v{version} add+LayerNorm {tuple(t.shape)}", fused, ref, 4 * t.numel() * 2, peak))
+        # A sublayer joining the residual stream: to_out + add + LayerNorm, against to_out accumulated
+        # in place by cuBLAS (beta = 1, bias deferred) + LayerNorm of stream + pending bias (unet_fast).
+        proj = torch.nn.Linear(c, c).to(DEV, DT)
+        t2, shift = t.clone(), proj.bias.float()
+        fused = time_ms(lambda: kernels.layer_norm(t2.addmm_(y, proj.weight.t()), ln.weight, ln.bias, ln.eps,
+                                                   shift=shift), DEV, iters, 3)
+        ref = time_ms(lambda: ln(t2.add_(proj(y))), DEV, iters, 3)
+        rows.append(row(f"v{version} to_out+residual+LayerNorm {tuple(t.shape)}", fused, ref, 5 * t.numel() * 2, peak))
         # GEGLU on the feed-forward projection.
         h = torch.randn(t.shape[0], 8 * c, device=DEV, dtype=DT)
         fused = time_ms(lambda: kernels.geglu(h), DEV, iters, 3)

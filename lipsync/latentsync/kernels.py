@@ -14,8 +14,9 @@ and cuDNN's NCHW<->NHWC conversions. The fast path (unet_fast.py) keeps activati
   GEGLU in the epilogue of a Triton GEMM, plain, TMA and persistent: at best level with cuBLAS + this
   pass, 1.26-1.36 ms against 1.29 at v1.6's first level, so cuBLAS stays);
 * `add_bias_residual_`: a bias-free convolution's bias plus the resnet residual, in one pass;
-* `layer_norm` / `add_layer_norm`: LayerNorm over many short rows per program (the native kernel
-  runs one row per block), the second also adding the sublayer output to the residual stream;
+* `layer_norm`: LayerNorm over many short rows per program (the native kernel runs one row per
+  block), optionally of x plus a per-channel shift it does not write back (the UNet's residual
+  streams take their sublayer outputs inside the GEMMs and add the biases late: unet_fast.py);
 * `temporal_attention`: softmax attention across the F frames at every spatial position, reading q/k/v
   straight from the fused qkv projection in (sample, frame, position) token order (no permutes); the
   motion module's frame-position encoding is added by the LayerNorm that feeds the projection.
@@ -169,20 +170,19 @@ if triton is not None:
         tl.store(h_ptr + idx, (h + skip + bias).to(h_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _layer_norm_kernel(x_ptr, y_ptr, sum_ptr, out_ptr, w_ptr, b_ptr, pe_ptr, M, C, FRAMES, HW, eps,
-                           ADD: tl.constexpr, PE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        """out = LayerNorm(x) over rows of C, or with ADD: sum = x + y (stored, model dtype) and
-        out = LayerNorm(sum). Float32 statistics; BLOCK_M rows per program. PE: plus the frame-position
-        row pe[(row // HW) % FRAMES] (rows ordered (sample, frame, position))."""
+    def _layer_norm_kernel(x_ptr, out_ptr, w_ptr, b_ptr, shift_ptr, pe_ptr, M, C, FRAMES, HW, eps,
+                           SHIFT: tl.constexpr, PE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        """out = LayerNorm(x + shift) over rows of C (float32 statistics, x itself unchanged); BLOCK_M rows
+        per program. SHIFT: a float32 per-channel vector (the biases the residual stream has not had
+        added yet). PE: plus the frame-position row pe[(row // HW) % FRAMES] (rows ordered (sample,
+        frame, position))."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, BLOCK_C)
         mask = (rows[:, None] < M) & (cols[None, :] < C)
         offsets = rows[:, None].to(tl.int64) * C + cols[None, :]
-        x = tl.load(x_ptr + offsets, mask=mask, other=0.0)
-        if ADD:
-            x = (x.to(tl.float32) + tl.load(y_ptr + offsets, mask=mask, other=0.0).to(tl.float32)).to(x.dtype)
-            tl.store(sum_ptr + offsets, x, mask=mask)  # the residual stream, rounded as the reference rounds it
-        x = x.to(tl.float32)
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        if SHIFT:
+            x += tl.load(shift_ptr + cols, mask=cols < C, other=0.0)[None, :]
         mean = tl.sum(x, axis=1) / C
         d = tl.where(mask, x - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / C + eps)
@@ -297,11 +297,14 @@ def add_bias_residual_(h: torch.Tensor, skip: torch.Tensor, bias: torch.Tensor) 
     return h
 
 
-def _layer_norm_launch(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
-                       eps: float, pe: torch.Tensor | None, hw: int) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
+               shift: torch.Tensor | None = None, pe: torch.Tensor | None = None, hw: int = 1) -> torch.Tensor:
+    """LayerNorm over the last dim of a contiguous x (float32 statistics), in x's dtype. With `shift`
+    (C,): of x + shift, without writing x (a residual stream whose sublayer biases are still pending).
+    With `pe` (frames, C): plus pe[f] on the rows of frame f, rows ordered (sample, frame, position of hw)."""
     c = x.shape[-1]
-    if not x.is_contiguous() or (y is not None and (not y.is_contiguous() or y.shape != x.shape)):
-        raise ValueError("layer_norm: x (and y) must be contiguous and of one shape")
+    if not x.is_contiguous():
+        raise ValueError("layer_norm: x must be contiguous")
     rows = x.numel() // c
     frames = 1
     if pe is not None:
@@ -309,28 +312,18 @@ def _layer_norm_launch(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Te
         if pe.shape[-1] != c or rows % (frames * hw):
             raise ValueError(f"layer_norm: pe {tuple(pe.shape)} does not fit {rows} rows of {c} in frames of {hw}")
         pe = pe.contiguous()
+    if shift is not None:
+        if shift.shape != (c,):
+            raise ValueError(f"layer_norm: shift must be ({c},); got {tuple(shift.shape)}")
+        shift = shift.float().contiguous()
     block_c = _pow2(c)
     block_m = max(1, min(64, 4096 // block_c))
     out = torch.empty_like(x)
     _layer_norm_kernel[(triton.cdiv(rows, block_m),)](
-        x, y if y is not None else x, x, out, weight, bias, pe if pe is not None else x, rows, c, frames, hw,
-        float(eps), ADD=y is not None, PE=pe is not None, BLOCK_M=block_m, BLOCK_C=block_c,
+        x, out, weight, bias, shift if shift is not None else weight, pe if pe is not None else x, rows, c, frames,
+        hw, float(eps), SHIFT=shift is not None, PE=pe is not None, BLOCK_M=block_m, BLOCK_C=block_c,
         num_warps=4 if block_c <= 1024 else 8)
-    return x, out
-
-
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
-               pe: torch.Tensor | None = None, hw: int = 1) -> torch.Tensor:
-    """LayerNorm over the last dim of a contiguous x (float32 statistics), in x's dtype. With `pe`
-    (frames, C): plus pe[f] on the rows of frame f, rows ordered (sample, frame, position of hw)."""
-    return _layer_norm_launch(x, None, weight, bias, eps, pe, hw)[1]
-
-
-def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
-                   pe: torch.Tensor | None = None, hw: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """x += y IN PLACE (the residual stream), and LayerNorm of the new x (plus `pe` as in layer_norm);
-    returns (x, normed)."""
-    return _layer_norm_launch(x, y, weight, bias, eps, pe, hw)
+    return out
 
 
 def head_split(d: int) -> tuple[int, int]:

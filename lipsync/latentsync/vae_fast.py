@@ -3,7 +3,10 @@
 `enable_fast_vae(vae)` switches a CUDA `LatentVAE` to channels-last and replaces the forward of the
 encoder's and decoder's resnets and output norms with: our GroupNorm+SiLU kernel (kernels.py; conv1's
 bias enters the second norm as a per-channel offset), bias-free convolutions, and one pass for conv2's
-(and the shortcut's) bias plus the residual. The attention blocks and the resamplers stay diffusers'.
+(and the shortcut's) bias plus the residual. The decoder's up-samplers (nearest 2x + 3x3 conv) run as
+one 2x2 convolution of the small input with four output phases (unet_fast.nearest2x_conv: 2.25x fewer
+FLOPs, about a quarter of the decoder's at 512 px). The attention blocks and the down-samplers stay
+diffusers'.
 `disable_fast_vae` undoes it (the weights stay channels-last).
 
 Why: diffusers' decoder in NCHW spends half its time outside the convolutions (cuDNN's layout
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lipsync.latentsync import kernels
-from lipsync.latentsync.unet_fast import resnet_output
+from lipsync.latentsync.unet_fast import nearest2x_conv, nearest2x_conv_weights, resnet_output
 
 
 def _is_plain_resnet(module) -> bool:
@@ -28,6 +31,13 @@ def _is_plain_resnet(module) -> bool:
             and module.downsample is None and module.output_scale_factor == 1 and module.conv1.kernel_size == (3, 3)
             and module.conv1.padding == (1, 1) and isinstance(module.norm1, torch.nn.GroupNorm)
             and (module.conv_shortcut is None or module.conv_shortcut.kernel_size == (1, 1)))
+
+
+def _is_plain_upsampler(module) -> bool:
+    """An Upsample2D that is nearest 2x then a 3x3, padding 1 conv (the SD decoder's kind)."""
+    return (type(module).__name__ == "Upsample2D" and module.use_conv and not module.use_conv_transpose
+            and module.interpolate and module.norm is None and module.name == "conv"
+            and module.conv.kernel_size == (3, 3) and module.conv.padding == (1, 1) and module.conv.stride == (1, 1))
 
 
 @torch.no_grad()
@@ -46,6 +56,10 @@ def enable_fast_vae(vae) -> bool:
     model.to(memory_format=torch.channels_last)
     for module in resnets:
         module.forward = types.MethodType(_resnet_forward, module)
+    for module in model.decoder.modules():
+        if _is_plain_upsampler(module):
+            module._fast_phases = nearest2x_conv_weights(module.conv)
+            module.forward = types.MethodType(_upsample_forward, module)
     model.encoder.forward = types.MethodType(_encoder_forward, model.encoder)
     model.decoder.forward = types.MethodType(_decoder_forward, model.decoder)
     vae.fast = True
@@ -56,6 +70,7 @@ def disable_fast_vae(vae) -> None:
     for coder in (vae.model.encoder, vae.model.decoder):
         for module in coder.modules():
             module.__dict__.pop("forward", None)
+            module.__dict__.pop("_fast_phases", None)
     vae.fast = False
 
 
@@ -66,6 +81,13 @@ def _gn_silu(x: torch.Tensor, norm: torch.nn.GroupNorm, add: torch.Tensor | None
 def _resnet_forward(self, x: torch.Tensor, temb=None, *args, **kwargs) -> torch.Tensor:
     h = F.conv2d(_gn_silu(x, self.norm1), self.conv1.weight, None, padding=1)
     return resnet_output(self, _gn_silu(h, self.norm2, self.conv1.bias.expand(h.shape[0], -1)), x)
+
+
+def _upsample_forward(self, hidden_states: torch.Tensor, output_size=None, *args, **kwargs) -> torch.Tensor:
+    h, w = hidden_states.shape[-2:]
+    if output_size is not None and tuple(output_size) != (2 * h, 2 * w):
+        return type(self).forward(self, hidden_states, output_size, *args, **kwargs)
+    return nearest2x_conv(hidden_states, self._fast_phases, self.conv.bias)
 
 
 def _encoder_forward(self, sample: torch.Tensor) -> torch.Tensor:

@@ -53,3 +53,37 @@ def test_reference_path_takes_cfg_pair_and_checks_it(golden):
         unet(sample[:1], 501, audio[: sample.shape[2]], cfg_pair=True)
     with pytest.raises(ValueError, match="one time step"):
         unet(sample, torch.tensor([501, 401]), audio, cfg_pair=True)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("c_in, c_out, h, w, bias", [(8, 8, 5, 7, True), (6, 4, 4, 4, False), (3, 5, 1, 2, True)])
+def test_nearest2x_conv_is_the_upsampler(dtype, tol, c_in, c_out, h, w, bias):
+    """The fused up-sampler (one 2x2 convolution with four output phases) against nearest 2x + 3x3 conv,
+    borders included; pure PyTorch, so it is checked here on the CPU."""
+    from lipsync.latentsync.unet_fast import nearest2x_conv, nearest2x_conv_weights
+
+    gen = torch.Generator().manual_seed(c_in * 10 + h)
+    conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias).to(dtype)
+    torch.nn.init.normal_(conv.weight, generator=gen)
+    x = torch.randn(2, c_in, h, w, dtype=dtype, generator=gen)
+    ref = conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    out = nearest2x_conv(x, nearest2x_conv_weights(conv), conv.bias)
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - ref).abs().max() <= tol * ref.abs().max()
+
+
+@torch.no_grad()
+def test_unet_upsampler_fast_forward_falls_back_for_odd_sizes():
+    import types
+
+    from lipsync.latentsync.unet_fast import _upsample_forward, nearest2x_conv_weights
+    from lipsync.latentsync.unet_layers import Upsample
+
+    up = Upsample(4).double()
+    reference = up.forward
+    up._fast_phases = nearest2x_conv_weights(up.conv)
+    up.forward = types.MethodType(_upsample_forward, up)
+    x = torch.randn(1, 4, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for size in ((6, 10), (7, 9)):  # 2x (phases) and an odd skip size (the reference way)
+        assert torch.allclose(up(x, size), reference(x, size), rtol=0, atol=1e-12)

@@ -254,13 +254,14 @@ def test_layer_norm_kernels(dtype, rows, channels):
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     ref = F.layer_norm(x.float(), (channels,), weight.float(), bias.float(), 1e-5)
     assert _rel(kernels.layer_norm(x, weight, bias, 1e-5), ref) <= tol
-    expected_sum = (x.float() + y.float()).to(dtype)
-    residual = x.clone()
-    total, normed = kernels.add_layer_norm(residual, y, weight, bias, 1e-5)
-    assert total.data_ptr() == residual.data_ptr()  # updated in place: the residual stream
-    assert torch.equal(total, expected_sum)
-    ref = F.layer_norm(expected_sum.float(), (channels,), weight.float(), bias.float(), 1e-5)
-    assert _rel(normed, ref) <= tol
+    # A residual stream with pending biases: LayerNorm of x + shift (float32), x left as it was.
+    shift = y[0].float() * 4
+    before = x.clone()
+    ref = F.layer_norm(x.float() + shift, (channels,), weight.float(), bias.float(), 1e-5)
+    assert _rel(kernels.layer_norm(x, weight, bias, 1e-5, shift=shift), ref) <= tol
+    assert torch.equal(x, before)
+    with pytest.raises(ValueError, match="shift must be"):
+        kernels.layer_norm(x, weight, bias, 1e-5, shift=shift[:-1])
 
 
 @torch.no_grad()
@@ -279,11 +280,10 @@ def test_layer_norm_adds_frame_positions(dtype, frames, hw):
     norm = F.layer_norm(x.float(), (channels,), weight.float(), bias.float(), 1e-5)
     ref = (norm.view(samples, frames, hw, channels) + pe.float()[None, :, None]).view_as(norm)
     assert _rel(kernels.layer_norm(x, weight, bias, 1e-5, pe=pe, hw=hw), ref) <= tol
-    total = (x.float() + y.float()).to(dtype)
-    norm = F.layer_norm(total.float(), (channels,), weight.float(), bias.float(), 1e-5)
+    shift = y[0].float()
+    norm = F.layer_norm(x.float() + shift, (channels,), weight.float(), bias.float(), 1e-5)
     ref = (norm.view(samples, frames, hw, channels) + pe.float()[None, :, None]).view_as(norm)
-    _, normed = kernels.add_layer_norm(x, y, weight, bias, 1e-5, pe=pe, hw=hw)
-    assert _rel(normed, ref) <= tol
+    assert _rel(kernels.layer_norm(x, weight, bias, 1e-5, shift=shift, pe=pe, hw=hw), ref) <= tol
     with pytest.raises(ValueError, match="does not fit"):
         kernels.layer_norm(x[:-1], weight, bias, 1e-5, pe=pe, hw=hw)
 
