@@ -265,9 +265,12 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: tor
     if add is not None and tuple(add.shape) != (samples, c):
         raise ValueError(f"GroupNorm add must be ({samples}, {c}); got {tuple(add.shape)}")
     add_arg = add.contiguous() if add is not None else scale  # dummy pointer when unused
+    # Up to 512 tile rows per step: the frame-pooled norms combine 16 frames x 32 tiles per group, and
+    # few programs (samples x groups) each walking 64-row steps left it latency-bound (~18 us a call).
+    block_r = min(512, _pow2(frames * tiles))
     _group_combine_kernel[(samples, num_groups)](
         mean, m2, add_arg, weight, bias, scale, shift, hw, c, tiles, cg, frames * tiles, GN_BLOCK_HW, float(eps),
-        HAS_ADD=add is not None, BLOCK_R=64, BLOCK_CG=_pow2(cg))
+        HAS_ADD=add is not None, BLOCK_R=block_r, BLOCK_CG=_pow2(cg), num_warps=8 if block_r >= 256 else 4)
     y = torch.empty_like(x)
     _scale_shift_kernel[(n * tiles, c_blocks)](x, y, scale, shift, hw, c, tiles, frames, SILU=silu,
                                                BLOCK_HW=GN_BLOCK_HW, BLOCK_C=GN_BLOCK_C)

@@ -175,18 +175,22 @@ def nearest2x_conv_weights(conv: torch.nn.Conv2d) -> torch.Tensor:
 
 
 def nearest2x_conv(x: torch.Tensor, phases: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """conv3x3(nearest_2x(x)) from `nearest2x_conv_weights`: one 2x2 convolution with padding 1 gives
-    (N, 4 C, H + 1, W + 1); phase (a, b) is its window [a : a + H, b : b + W], interleaved into the
-    (N, C, 2H, 2W) channels-last output."""
+    """conv3x3(nearest_2x(x)) from `nearest2x_conv_weights`: one bias-free 2x2 convolution with padding 1
+    gives (N, 4 C, H + 1, W + 1); phase (a, b) is its window [a : a + H, b : b + W], interleaved (plus
+    the bias) into the (N, C, 2H, 2W) channels-last output."""
     n, _, h, w = x.shape
     c = phases.shape[0] // 4
-    out = F.conv2d(x, phases, None if bias is None else bias.repeat(4), padding=1)
+    out = F.conv2d(x, phases, None, padding=1)
     out = out.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).view(n, h + 1, w + 1, 4, c)
     y = torch.empty((n, c, 2 * h, 2 * w), device=x.device, dtype=out.dtype, memory_format=torch.channels_last)
     grid = y.permute(0, 2, 3, 1).view(n, h, 2, w, 2, c)
     for a in (0, 1):
         for b in (0, 1):
-            grid[:, :, a, :, b].copy_(out[:, a:a + h, b:b + w, 2 * a + b])
+            phase = out[:, a:a + h, b:b + w, 2 * a + b]
+            if bias is None:
+                grid[:, :, a, :, b].copy_(phase)
+            else:
+                torch.add(phase, bias, out=grid[:, :, a, :, b])
     return y
 
 
