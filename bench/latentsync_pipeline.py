@@ -13,12 +13,16 @@ on a synthetic 1280x720 portrait + 10 s of synthetic voice, 20 steps, CFG 1.5, D
 Official reference (LATENTSYNC.md §7, H100, fp16, official pipeline, 252 frames, total call):
 v1.5 37.3 s (6.7 fps), v1.5 + DeepCache 20.9 s, v1.6 75.0 s (3.4 fps), v1.6 + DeepCache 45.6 s.
 Ours, H200, torch 2.11 cu130, bf16, CUDA graphs, 250 frames, 2026-12-01 (total call), `--graphs on --fast on`
-(fused UNet with the CFG-pair sharing, fused VAE), two runs on two lent machines:
-  v1.5 (8 chunks/call) 6.52 / 6.83 s (38.4 / 36.6 fps), + DeepCache 3.07 / 3.26 s (81 / 77 fps)
-  v1.6 (3 chunks/call) 28.09 / 29.07 s (8.9 / 8.6 fps), + DeepCache 12.68 / 13.12 s (19.7 / 19.1 fps)
-  2026-11-30, before the frame-attention head split: v1.5 6.78 s, v1.6 29.2 s / DC 13.1 s;
-  earlier: fused UNet without the pair sharing and NCHW VAE v1.5 7.67-7.91 s / DC 3.56-3.76 s,
-  v1.6 32.2 s / DC 15.3 s; reference path v1.5 12.1 s / DC 5.49 s, v1.6 49.5 s / DC 23.0 s
+(fused UNet with the CFG-pair sharing and the residual adds inside the GEMMs, fused VAE), two runs on
+two lent machines:
+  v1.5 (8 chunks/call) 6.28 / 6.30 s (39.8 / 39.7 fps), + DeepCache 3.03 / 3.09 s (82 / 81 fps)
+  v1.6 (3 chunks/call) 26.70 s (9.4 fps) / (2 chunks/call, picked per chunk before the clip-cost
+  choice) 27.01 s, + DeepCache 11.99 / 12.16 s (20.8 / 20.6 fps)
+  earlier the same day, before the GEMM residuals and phase up-samplers: v1.5 6.52-6.83 s, v1.6
+  28.09-29.07 s / DC 12.68-13.12 s; 2026-11-30, before the frame-attention head split: v1.5 6.78 s,
+  v1.6 29.2 s / DC 13.1 s; earlier: fused UNet without the pair sharing and NCHW VAE v1.5 7.67-7.91 s
+  / DC 3.56-3.76 s, v1.6 32.2 s / DC 15.3 s; reference path v1.5 12.1 s / DC 5.49 s, v1.6 49.5 s /
+  DC 23.0 s
 """
 from __future__ import annotations
 

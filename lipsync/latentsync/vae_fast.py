@@ -12,7 +12,8 @@ diffusers'.
 Why: diffusers' decoder in NCHW spends half its time outside the convolutions (cuDNN's layout
 conversions, GroupNorm, SiLU and the residual as separate passes), and plain channels-last is slower
 still (PyTorch's GroupNorm copies NHWC input to NCHW). bench/latentsync_vae.py, H200, bf16, 16 frames:
-decode at 512 px 207 ms NCHW, 233 ms channels-last, 94 ms fused; at 256 px 51 / 57 / 26 ms.
+decode at 512 px 207 ms NCHW, 233 ms channels-last, 94 ms fused (80 ms with the phase up-samplers);
+at 256 px 51 / 57 / 26 ms (19 ms).
 """
 from __future__ import annotations
 
