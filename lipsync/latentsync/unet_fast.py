@@ -117,14 +117,12 @@ def _defer_biases(unet: LatentSyncUNet) -> None:
     for module in unet.modules():
         if isinstance(module, SpatialTransformer):
             running = torch.zeros_like(module.proj_out.bias, dtype=torch.float32)
-            for block in module.transformer_blocks:
-                sublayers = (block.attn1.to_out[0], block.attn2.to_out[0], block.ff.net[2])
-                shifts = [running.clone()]
-                for linear in sublayers:
+            for index, block in enumerate(module.transformer_blocks):
+                shifts = [running.clone() if index else None]  # norm1 of the first block: nothing pending
+                for linear in (block.attn1.to_out[0], block.attn2.to_out[0], block.ff.net[2]):
                     running += linear.bias.float()
                     shifts.append(running.clone())
-                block._fast_shifts = tuple(None if i == 0 and not shift.any() else shift
-                                           for i, shift in enumerate(shifts[:3]))
+                block._fast_shifts = tuple(shifts[:3])
             module._fast_out_bias = module.proj_out.bias.float() + module.proj_out.weight.flatten(1).float() @ running
         elif isinstance(module, TemporalTransformer):
             block = module.transformer_blocks[0]
