@@ -87,3 +87,48 @@ def test_unet_upsampler_fast_forward_falls_back_for_odd_sizes():
     x = torch.randn(1, 4, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for size in ((6, 10), (7, 9)):  # 2x (phases) and an odd skip size (the reference way)
         assert torch.allclose(up(x, size), reference(x, size), rtol=0, atol=1e-12)
+
+
+@torch.no_grad()
+def test_deferred_bias_constants():
+    """The fused path's deferred biases (unet_fast._defer_biases): what each LayerNorm adds, what
+    proj_out folds, and what a layer's resnet adds ahead of time and its transformers' GroupNorms take
+    off again. Checked on the CPU (the fused forwards themselves need CUDA: GPU tests)."""
+    from lipsync.latentsync.unet_fast import _defer_biases
+    from lipsync.latentsync.unet_transformers import SpatialTransformer
+
+    torch.manual_seed(0)
+    unet = load_unet(GOLDEN, tiny_unet_config(), key_prefix="unet.")
+    for p in unet.parameters():
+        p.normal_()  # biases far from zero, so a missing one shows
+    _defer_biases(unet)
+    for block in unet.down_blocks:
+        for i in range(block.num_layers):
+            spatial = block.attentions[i] if len(block.attentions) else None
+            temporal = block.motion_modules[i].temporal_transformer if len(block.motion_modules) else None
+            resnet = block.resnets[i]
+            later = [m for m in (spatial, temporal) if m is not None]
+            pending = sum((m._fast_out_bias for m in later), torch.zeros(resnet.conv2.bias.shape))
+            own = resnet.conv2.bias + (resnet.conv_shortcut.bias if resnet.conv_shortcut is not None else 0)
+            torch.testing.assert_close(resnet._fast_bias, own + pending)
+            if spatial is not None:
+                torch.testing.assert_close(spatial._fast_gn_add, -pending)
+            if temporal is not None:
+                torch.testing.assert_close(temporal._fast_gn_add, -temporal._fast_out_bias)
+                tb = temporal.transformer_blocks[0]
+                a0, a1 = (a.to_out[0].bias for a in tb.attention_blocks)
+                assert temporal._fast_shifts[0] is None
+                torch.testing.assert_close(temporal._fast_shifts[1], a0)
+                torch.testing.assert_close(temporal._fast_shifts[2], a0 + a1)
+                folded = temporal.proj_out.bias + temporal.proj_out.weight @ (a0 + a1 + tb.ff.net[2].bias)
+                torch.testing.assert_close(temporal._fast_out_bias, folded)
+    spatial = [m for m in unet.modules() if isinstance(m, SpatialTransformer)]
+    assert spatial
+    for module in spatial:
+        block = module.transformer_blocks[0]
+        b1, b2, b3 = block.attn1.to_out[0].bias, block.attn2.to_out[0].bias, block.ff.net[2].bias
+        assert block._fast_shifts[0] is None
+        torch.testing.assert_close(block._fast_shifts[1], b1)
+        torch.testing.assert_close(block._fast_shifts[2], b1 + b2)
+        folded = module.proj_out.bias + module.proj_out.weight.flatten(1) @ (b1 + b2 + b3)
+        torch.testing.assert_close(module._fast_out_bias, folded, rtol=1e-5, atol=1e-4)
