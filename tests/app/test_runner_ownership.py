@@ -12,6 +12,7 @@ store the way several ingress replicas share the bucket.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -305,7 +306,18 @@ def test_an_adoption_waiting_for_a_slot_never_runs_a_later_attempt(settings, fas
         orphan.status, orphan.owner = JobStatus.IN_PROGRESS, "dead-replica"
         orphan.attempts, orphan.heartbeat_at = 1, time.time() - 60
         a.store.create(orphan)
-        await asyncio.gather(a.reap(), b.reap())
+        # Both scans must read the orphan before either writes its claim: unsynchronised, b's
+        # scan can finish first, a then sees b's fresh claim and leaves the orphan to b alone
+        # (queued behind "busy", which this test releases only after the orphan is final).
+        both_read = threading.Barrier(2, timeout=10)
+        for r in (a, b):
+            def owner_alive(rec, now, _check=r._owner_alive):
+                if rec.id == "orphan":
+                    both_read.wait()
+                return _check(rec, now)
+            r._owner_alive = owner_alive
+        acted = await asyncio.gather(a.reap(), b.reap())
+        assert acted == [["orphan"], ["orphan"]]  # both adopted it
         done = await wait_final(a, "orphan")
         gate_b.set()                              # b's queued copy of the orphan now gets a slot
         await wait_final(b, "busy")
