@@ -4,7 +4,8 @@ For each kernel (kernels.py) on the shapes of one CFG UNet call (v1.5: 4 chunks 
 v1.6: 2 chunks at latent 64, bf16), prints ms for the fused kernel and for the eager PyTorch
 equivalent, the ratio, and the fused kernel's effective bandwidth (bytes it must move / time)
 against the GPU's copy bandwidth measured in the same run. Frame attention is also swept over
-warps, to pick kernels.TEMPORAL_WARPS.
+warps, to pick kernels.TEMPORAL_WARPS, and the feed-forward GEMM + GEGLU over tiles, to pick
+kernels.FF_GEGLU_TILES.
 
     python bench/latentsync_kernels.py            # needs CUDA + Triton
 """
@@ -26,6 +27,9 @@ from lipsync.latentsync.unet_layers import pooled_group_norm  # noqa: E402
 
 DEV = torch.device("cuda")
 DT = torch.bfloat16
+# ff_geglu tiles tried (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, stages, warps)
+FF_GEGLU_SWEEP = [(128, 256, 64, 8, 4, 8), (128, 256, 64, 8, 3, 8), (128, 256, 64, 16, 4, 8), (128, 256, 64, 4, 4, 8),
+                  (128, 256, 64, 1, 4, 8), (256, 128, 64, 8, 3, 8)]
 # version -> (frames in one CFG call, latent side)
 SHAPES = {"1.5": (128, 32), "1.6": (64, 64)}
 
@@ -85,6 +89,36 @@ def bench(version: str, iters: int, peak: float) -> list[dict]:
             return value * F.gelu(gate)
         ref = time_ms(geglu_ref, DEV, iters, 3)
         rows.append(row(f"v{version} GEGLU {tuple(h.shape)}", fused, ref, 1.5 * h.numel() * 2, peak))
+        # The feed-forward's projection with the GEGLU in its epilogue, against cuBLAS + the pass above.
+        w = (torch.randn(8 * c, c, device=DEV) / c ** 0.5).to(DT)
+        b = (0.1 * torch.randn(8 * c, device=DEV)).to(DT)
+        if kernels.ff_geglu_supported(t, w):
+            ref = time_ms(lambda: kernels.geglu(F.linear(t, w, b)), DEV, iters, 3)
+            rows_w = kernels.ff_geglu_pair_rows(w) if kernels.FF_GEGLU_PAIR_ROWS else None
+            fused = time_ms(lambda: kernels.ff_geglu(t, w, b, rows_w), DEV, iters, 3)
+            r = row(f"v{version} FF1+GEGLU {tuple(t.shape)}x{tuple(w.shape)}", fused, ref,
+                    (t.numel() + w.numel() + t.shape[0] * 4 * c) * 2, peak)
+            default, best = kernels.FF_GEGLU_TILES, None
+            try:
+                for tiles in FF_GEGLU_SWEEP:
+                    kernels.FF_GEGLU_TILES = tiles
+                    for paired in (True, False):  # weight copy in tile order / the 3-D view of the weight
+                        try:
+                            rows_w = kernels.ff_geglu_pair_rows(w) if paired else None
+                            ms = time_ms(lambda: kernels.ff_geglu(t, w, b, rows_w), DEV, iters, 2)
+                        except Exception as e:  # a config out of shared memory / registers
+                            print(f"#   FF1+GEGLU tiles {tiles} paired={paired}: {type(e).__name__}", flush=True)
+                            continue
+                        print(f"#   FF1+GEGLU tiles {tiles} paired={paired}: {ms:.3f} ms", flush=True)
+                        if best is None or ms < best[0]:
+                            best = (ms, tiles, paired)
+            finally:
+                kernels.FF_GEGLU_TILES = default
+            r["best"] = {"ms": best[0], "tiles": best[1], "paired_rows": best[2]} if best else None
+            print(f"#   best: {r['best']}", flush=True)
+            rows.append(r)
+        else:
+            print("# FF1+GEGLU fused kernel not supported here (needs TMA: compute capability 9+)", flush=True)
         # Frame attention at this level: reference = permute + SDPA + permute back (the eager path; the
         # frame-position encoding is the LayerNorm's job in the fast path, so neither side adds it).
         level_hw = hw // (4 if c == 640 else 1)

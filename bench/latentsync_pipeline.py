@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from lipsync.latentsync.config import tiny_unet_config, unet_config  # noqa: E402
-from lipsync.latentsync.engine import CudaGraphUNet  # noqa: E402
+from lipsync.latentsync.engine import CudaGraphUNet, default_chunks_per_call  # noqa: E402
 from lipsync.latentsync.pipeline import LatentSyncPipeline, PipelineOptions, SamplingOptions, plan_groups  # noqa: E402
 from lipsync.latentsync.unet import build_unet, compile_unet  # noqa: E402
 from lipsync.latentsync.unet_fast import disable_fast_path, enable_fast_path  # noqa: E402
@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=None, help="voice length (default 10; tiny 2)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 20; tiny 3)")
     p.add_argument("--deepcache", default="off,on")
-    p.add_argument("--chunks-per-call", default="auto", help="'auto' (from the A/B, else 4 at 256 / 2 at 512) or N")
+    p.add_argument("--chunks-per-call", default="auto", help="'auto' (from the A/B, else the engine's default) or N")
     p.add_argument("--graphs", default="auto", choices=["auto", "on", "off"], help="CUDA graphs for the UNet")
     p.add_argument("--fast", default="auto", choices=["auto", "on", "off"],
                    help="fused Triton kernels (unet_fast.py); auto = on when supported, and the A/B times both")
@@ -252,7 +252,7 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
         if args.chunks_per_call != "auto":
             per_call = int(args.chunks_per_call)
         else:
-            per_call = best["chunks_per_call"] if best else (1 if not cuda else 4 if res <= 256 else 2)
+            per_call = best["chunks_per_call"] if best else default_chunks_per_call(device, res)
         use_graphs = cuda and not args.compile and (
             args.graphs == "on" or (args.graphs == "auto" and (best["graphs"] if best else True)))
         use_fast = best["fast"] if best else fast_modes[-1]

@@ -38,7 +38,7 @@ class EngineSettings:
     quality: str = "standard"  # draft | standard | premium | cinematic (steps / DeepCache)
     seed: int = 1247
     guidance_scale: float = 1.5
-    chunks_per_call: int | None = None  # None: by device and resolution (see _chunks_per_call)
+    chunks_per_call: int | None = None  # None: by device and resolution (see default_chunks_per_call)
     cuda_graphs: bool = True
     fused_kernels: bool = True  # CUDA: the fused Triton paths of unet_fast.py / vae_fast.py (same weights, same math)
     overlap: bool = True
@@ -204,7 +204,7 @@ class CudaGraphUNet:
         return graph, static, outputs
 
 
-def _chunks_per_call(device: torch.device, resolution: int) -> int:
+def default_chunks_per_call(device: torch.device, resolution: int) -> int:
     """Chunks per UNet call, measured with the fused path and CUDA graphs on an H200
     (bench/latentsync_pipeline.py, 10 s clip): 8 at 256 px (17.9 ms/chunk against 18.4 at 4) and 3 at
     512 px (five calls for 15 chunks; per chunk 80.0 ms against 79.8 at 2, which takes eight); peak
@@ -262,7 +262,7 @@ def load_latentsync_engine(models_dir: str | Path, version: str = "1.5", device:
             fused = enable_fast_path(unet) and enable_fast_vae(vae)
         if settings.cuda_graphs:
             runner = CudaGraphUNet(unet)
-    per_call = settings.chunks_per_call or _chunks_per_call(dev, config.resolution)
+    per_call = settings.chunks_per_call or default_chunks_per_call(dev, config.resolution)
     pipeline = LatentSyncPipeline(runner, vae, whisper, config.resolution,
                                   PipelineOptions(chunks_per_call=per_call, overlap=settings.overlap))
     name = (f"latentsync-{version} ({str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16')}, {dev.type}"

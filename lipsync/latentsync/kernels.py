@@ -10,9 +10,14 @@ and cuDNN's NCHW<->NHWC conversions. The fast path (unet_fast.py) keeps activati
   per-sample channel offset, optionally followed by SiLU) in three launches: per-tile channel moments,
   a per-(sample, group) combine (Chan's parallel mean/M2: no sum-of-squares cancellation), and one
   scale/shift(/SiLU) pass;
-* `geglu`: value * GELU(gate) (exact erf) over the two halves of one projection, in one pass (tried:
-  GEGLU in the epilogue of a Triton GEMM, plain, TMA and persistent: at best level with cuBLAS + this
-  pass, 1.26-1.36 ms against 1.29 at v1.6's first level, so cuBLAS stays);
+* `ff_geglu`: the feed-forward's first projection with its GEGLU (value * GELU(gate), exact erf) in
+  the GEMM's epilogue, so the 2 x inner projection is never written: a persistent, warp-specialised
+  Triton GEMM with TMA loads (Hopper and later), one (128, 256) tile holding 128 value and the matching
+  128 gate columns. H200, bf16, bench/latentsync_kernels.py: 1.18 ms against 1.37 for cuBLAS + `geglu`
+  at v1.6's first level, 0.95 against 1.01 at the second; the v1.6 UNet 77.1-77.3 ms per chunk
+  against 80.3-80.7. (The same GEMM without warp specialisation was only level with cuBLAS + the
+  separate pass, and so were the plain and TMA versions tried before.) `geglu` is that separate pass,
+  for GPUs without TMA and for float32;
 * `add_bias_residual_`: a bias-free convolution's bias plus the resnet residual, in one pass;
 * `layer_norm`: LayerNorm over many short rows per program (the native kernel runs one row per
   block), optionally of x plus a per-channel shift it does not write back (the UNet's residual
@@ -37,6 +42,10 @@ try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs (CI) run the
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
     tl = None
+try:  # host-side TMA descriptors (Triton >= 3.3)
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the install
+    TensorDescriptor = None
 
 GN_BLOCK_HW = 128  # positions per moments / apply tile
 GN_BLOCK_C = 64  # channels per tile (every LatentSync width is a multiple of 64)
@@ -46,6 +55,15 @@ GN_BLOCK_C = 64  # channels per tile (every LatentSync width is a multiple of 64
 # cores (0.79 ms against 0.60 at C=320). With the head split and the position encoding moved to the
 # LayerNorm: 0.51 ms at C=320 (was 0.61), 0.145 ms at C=640 (was 0.30) with two warps.
 TEMPORAL_WARPS = 2
+# ff_geglu tiles: BLOCK_M, BLOCK_N (value + gate columns: BLOCK_N / 2 outputs), BLOCK_K, GROUP_M, stages,
+# warps (H200 sweep, bench/latentsync_kernels.py: 1.18 ms against 1.25 with 4 stages at the first level).
+FF_GEGLU_TILES = (128, 256, 64, 8, 3, 8)
+# The fast path gives ff_geglu a copy of each projection weight in tile order (ff_geglu_pair_rows):
+# one 2-D load per K step instead of a 3-D one (77.1-77.3 against 77.5 ms per v1.6 chunk; the copies
+# take 0.4 GiB at v1.6).
+FF_GEGLU_PAIR_ROWS = True
+# False: the fast path keeps cuBLAS + the separate `geglu` pass everywhere (A/B, debugging).
+FF_GEGLU = True
 
 
 def available() -> bool:
@@ -158,6 +176,41 @@ if triton is not None:
         gate = tl.load(h_ptr + m * (2 * INNER) + INNER + i, mask=mask, other=0.0).to(tl.float32)
         gelu = 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476))
         tl.store(out_ptr + idx, (value * gelu).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _ff_geglu_kernel(a_desc, w_desc, out_desc, bias_ptr, M, INNER, K, PROGRAMS: tl.constexpr,
+                         BLOCK_M: tl.constexpr, HALF: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                         STAGES: tl.constexpr, VIEW3D: tl.constexpr):
+        """out = GEGLU(a @ W^T + b): a (M, K), out (M, INNER), b (2 * INNER,) value biases then gate biases.
+        VIEW3D: W as nn.Linear holds it (value rows, then gate rows) viewed (2, INNER, K), each K step
+        loading the value and the gate rows of a tile in one 3-D block; else W in `ff_geglu_pair_rows`
+        order (HALF value rows then HALF gate rows per tile). Either way one (BLOCK_M, 2 * HALF) product
+        per tile, whose halves are value and gate. Persistent: program p takes tiles p, p + PROGRAMS, ...
+        (grouped by GROUP_M row tiles for L2 reuse of W)."""
+        BLOCK_N: tl.constexpr = 2 * HALF
+        tiles_m = tl.cdiv(M, BLOCK_M)
+        tiles_n = tl.cdiv(INNER, HALF)
+        per_group = GROUP_M * tiles_n
+        k_steps = tl.cdiv(K, BLOCK_K)
+        for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, PROGRAMS, flatten=True, warp_specialize=True):
+            first_m = tile // per_group * GROUP_M
+            rows_in_group = min(tiles_m - first_m, GROUP_M)
+            m0 = (first_m + tile % per_group % rows_in_group) * BLOCK_M
+            n0 = tile % per_group // rows_in_group * HALF
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k in tl.range(k_steps, num_stages=STAGES):
+                a = a_desc.load([m0, k * BLOCK_K])
+                if VIEW3D:
+                    w = tl.reshape(w_desc.load([0, n0, k * BLOCK_K]), (BLOCK_N, BLOCK_K))
+                else:
+                    w = w_desc.load([2 * n0, k * BLOCK_K])
+                acc = tl.dot(a, w.T, acc)
+            value, gate = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1)))
+            cols = n0 + tl.arange(0, HALF)
+            value += tl.load(bias_ptr + cols).to(tl.float32)[None, :]
+            gate += tl.load(bias_ptr + INNER + cols).to(tl.float32)[None, :]
+            out = value * (0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476)))
+            out_desc.store([m0, n0], out.to(out_desc.dtype))
 
     @triton.jit
     def _bias_residual_kernel(h_ptr, skip_ptr, bias_ptr, TOTAL, C, BLOCK: tl.constexpr):
@@ -285,6 +338,61 @@ def geglu(h: torch.Tensor) -> torch.Tensor:
     out = torch.empty((*h.shape[:-1], inner), device=h.device, dtype=h.dtype)
     block = 1024
     _geglu_kernel[(triton.cdiv(rows * inner, block),)](h, out, rows, inner, BLOCK=block)
+    return out
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def ff_geglu_weight_supported(weight: torch.Tensor) -> bool:
+    """Whether ff_geglu can run with this projection weight (2 * inner, K) here: 16-bit, on a GPU with
+    TMA (compute capability 9 or later), inner a multiple of the tile's outputs, K a multiple of 8
+    (16-byte rows for TMA)."""
+    half = FF_GEGLU_TILES[1] // 2
+    return (FF_GEGLU and TensorDescriptor is not None and available() and weight.is_cuda and weight.dim() == 2
+            and weight.dtype in (torch.float16, torch.bfloat16) and weight.shape[0] % (2 * half) == 0
+            and weight.shape[1] % 8 == 0 and torch.cuda.get_device_capability(weight.device)[0] >= 9)
+
+
+def ff_geglu_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ff_geglu runs for input x (..., K) and projection weight (2 * inner, K) here."""
+    return x.dtype == weight.dtype and x.shape[-1] == weight.shape[1] and ff_geglu_weight_supported(weight)
+
+
+def ff_geglu_pair_rows(weight: torch.Tensor) -> torch.Tensor:
+    """A copy of the projection weight (2 * inner, K) in ff_geglu's tile order: for each tile of
+    FF_GEGLU_TILES' outputs, its value rows then its gate rows."""
+    half = FF_GEGLU_TILES[1] // 2
+    inner, k = weight.shape[0] // 2, weight.shape[1]
+    return weight.view(2, inner // half, half, k).transpose(0, 1).reshape(2 * inner, k).contiguous()
+
+
+def ff_geglu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paired_rows: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """geglu(F.linear(x, weight, bias)) in one kernel: x (M, K) contiguous, weight (2 * inner, K) and
+    bias (2 * inner,) as the feed-forward's nn.Linear holds them (value rows, then gate rows); returns
+    (M, inner). `paired_rows`: ff_geglu_pair_rows(weight), made once, read instead of weight (same
+    product, simpler loads). The projection stays in float32 until the GEGLU (one rounding, where the
+    two-pass path rounds the projection first). Raises ValueError where ff_geglu_supported is False."""
+    if x.dim() != 2 or not x.is_contiguous() or not ff_geglu_supported(x, weight):
+        raise ValueError(f"ff_geglu: unsupported input {tuple(x.shape)} {x.dtype} / weight {tuple(weight.shape)}")
+    block_m, block_n, block_k, group_m, stages, warps = FF_GEGLU_TILES
+    half = block_n // 2
+    m, k = x.shape
+    inner = weight.shape[0] // 2
+    out = torch.empty((m, inner), device=x.device, dtype=x.dtype)
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    programs = min(_SM_COUNT[index], triton.cdiv(m, block_m) * (inner // half))
+    if paired_rows is not None:
+        w_desc = TensorDescriptor.from_tensor(paired_rows, [block_n, block_k])
+    else:
+        w_desc = TensorDescriptor.from_tensor(weight.contiguous().view(2, inner, k), [2, half, block_k])
+    _ff_geglu_kernel[(programs,)](
+        TensorDescriptor.from_tensor(x, [block_m, block_k]), w_desc, TensorDescriptor.from_tensor(out, [block_m, half]),
+        bias.contiguous(), m, inner, k, PROGRAMS=programs, BLOCK_M=block_m, HALF=half, BLOCK_K=block_k,
+        GROUP_M=group_m, STAGES=stages, VIEW3D=paired_rows is None, num_warps=warps)
     return out
 
 

@@ -4,7 +4,8 @@
 * channels-last (NHWC) activations end to end: convolutions run without cuDNN's layout conversions,
   and a (B*F, C, H, W) activation viewed as (B*F*H*W, C) transformer tokens is a free view, so the
   spatial and motion transformers run on tokens without a single permute;
-* fused GroupNorm(+time-embedding offset)(+SiLU), GEGLU and frame attention kernels (kernels.py);
+* fused GroupNorm(+time-embedding offset)(+SiLU), GEGLU (inside the feed-forward GEMM on GPUs with
+  TMA) and frame attention kernels (kernels.py);
 * q/k/v (and cross-attention k/v) projections concatenated into one GEMM each; the motion modules'
   frame-position encoding added by the LayerNorm kernel in front of each frame attention;
 * residual adds inside the GEMMs: every sublayer output that joins a residual stream (attention
@@ -81,6 +82,9 @@ def enable_fast_path(unet: torch.nn.Module) -> bool:
                 attention._fast_qkv = _cat_weights(attention.to_q, attention.to_k, attention.to_v)
         elif isinstance(module, FeedForward):
             module.forward = types.MethodType(_feed_forward_, module)
+            proj = module.net[0].proj
+            if kernels.FF_GEGLU_PAIR_ROWS and kernels.ff_geglu_weight_supported(proj.weight):
+                module._fast_ff_rows = kernels.ff_geglu_pair_rows(proj.weight)
         elif isinstance(module, Upsample):
             module._fast_phases = nearest2x_conv_weights(module.conv)
             module.forward = types.MethodType(_upsample_forward, module)
@@ -302,7 +306,11 @@ def _ln(x: torch.Tensor, norm: torch.nn.LayerNorm, shift: torch.Tensor | None, *
 def _feed_forward_(self: FeedForward, x: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
     """stream += FF(x) without the second projection's bias (deferred), accumulated by the GEMM."""
     proj = self.net[0].proj
-    return stream.addmm_(kernels.geglu(F.linear(x, proj.weight, proj.bias)), self.net[2].weight.t())
+    if kernels.ff_geglu_supported(x, proj.weight):  # GEGLU in the GEMM's epilogue (TMA GPUs, 16-bit)
+        hidden = kernels.ff_geglu(x, proj.weight, proj.bias, getattr(self, "_fast_ff_rows", None))
+    else:
+        hidden = kernels.geglu(F.linear(x, proj.weight, proj.bias))
+    return stream.addmm_(hidden, self.net[2].weight.t())
 
 
 def _basic_block_forward(self: BasicTransformerBlock, x: torch.Tensor, context) -> torch.Tensor:

@@ -132,3 +132,22 @@ def test_deferred_bias_constants():
         torch.testing.assert_close(block._fast_shifts[2], b1 + b2)
         folded = module.proj_out.bias + module.proj_out.weight.flatten(1) @ (b1 + b2 + b3)
         torch.testing.assert_close(module._fast_out_bias, folded, rtol=1e-5, atol=1e-4)
+
+
+def test_ff_geglu_pair_rows_order_and_cpu_refusal():
+    """The tile-order copy ff_geglu reads: per tile of HALF outputs, its HALF value rows, then the HALF
+    gate rows of the same outputs; and on a CPU weight the fused kernel is refused (two-pass path)."""
+    half = kernels.FF_GEGLU_TILES[1] // 2
+    inner, k = 3 * half, 8
+    weight = torch.arange(2 * inner * k, dtype=torch.float32).view(2 * inner, k)
+    paired = kernels.ff_geglu_pair_rows(weight)
+    assert paired.shape == weight.shape and paired.is_contiguous()
+    for tile in range(inner // half):
+        block = paired[2 * half * tile: 2 * half * (tile + 1)]
+        assert torch.equal(block[:half], weight[tile * half:(tile + 1) * half])  # value rows
+        assert torch.equal(block[half:], weight[inner + tile * half: inner + (tile + 1) * half])  # gate rows
+    assert sorted(paired[:, 0].tolist()) == sorted(weight[:, 0].tolist())  # a permutation of the rows
+    assert not kernels.ff_geglu_weight_supported(weight.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="ff_geglu"):
+        kernels.ff_geglu(torch.zeros(4, k, dtype=torch.bfloat16), weight.to(torch.bfloat16),
+                         torch.zeros(2 * inner, dtype=torch.bfloat16))

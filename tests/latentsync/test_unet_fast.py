@@ -194,6 +194,37 @@ def test_geglu_kernel(dtype):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows, k, inner", [(4096 + 7, 320, 1280), (2048, 640, 2560), (300, 1280, 5120)])
+def test_ff_geglu_kernel(rows, k, inner, dtype):
+    """The feed-forward GEMM with GEGLU in its epilogue: as close to the float32 result as cuBLAS + the
+    separate GEGLU pass (it rounds once, not twice), on the three UNet widths and a row count that is
+    not a multiple of the tile."""
+    torch.manual_seed(0)
+    x = torch.randn(rows, k, device=CUDA).to(dtype)
+    w = (torch.randn(2 * inner, k, device=CUDA) / k ** 0.5).to(dtype)
+    b = (0.1 * torch.randn(2 * inner, device=CUDA)).to(dtype)
+    if torch.cuda.get_device_capability()[0] < 9:  # no TMA: the fast path keeps the two passes
+        assert not kernels.ff_geglu_supported(x, w)
+        with pytest.raises(ValueError, match="ff_geglu"):
+            kernels.ff_geglu(x, w, b)
+        return
+    h = F.linear(x.float(), w.float(), b.float())
+    ref = h[:, :inner] * F.gelu(h[:, inner:])
+    out = kernels.ff_geglu(x, w, b)  # the weight as nn.Linear holds it
+    assert out.shape == (rows, inner) and out.dtype == dtype
+    two_pass = kernels.geglu(F.linear(x, w, b))
+    assert _rel(out, ref) <= 1.25 * _rel(two_pass, ref) + 1e-4
+    assert _rel(out, ref) <= 1e-2
+    paired = kernels.ff_geglu(x, w, b, kernels.ff_geglu_pair_rows(w))  # its copy in tile order: same sums
+    assert _rel(paired, out) <= 1e-6
+    # Unsupported inputs are refused, not miscomputed: float32, an inner width off the tile.
+    assert not kernels.ff_geglu_supported(x.float(), w.float())
+    with pytest.raises(ValueError, match="ff_geglu"):
+        kernels.ff_geglu(x, w[: 2 * inner - 64], b[: 2 * inner - 64])
+
+
+@torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch, frames, hw, channels, heads", [
     (4, 16, 1024, 320, 8), (2, 16, 256, 640, 8), (2, 11, 64, 1280, 8),  # the 1.5 widths; 11 = a tail chunk
