@@ -42,9 +42,11 @@ try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs (CI) run the
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
     tl = None
-try:  # host-side TMA descriptors (Triton >= 3.3)
+try:  # host-side TMA descriptors; ff_geglu also needs warp specialisation on Hopper: Triton 3.6 measured
     from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - depends on the install
+    if tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 6):
+        TensorDescriptor = None
+except (ImportError, AttributeError, ValueError):  # pragma: no cover - depends on the install
     TensorDescriptor = None
 
 GN_BLOCK_HW = 128  # positions per moments / apply tile
