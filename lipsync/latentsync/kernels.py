@@ -43,9 +43,9 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
     tl = None
 try:  # host-side TMA descriptors; ff_geglu also needs warp specialisation on Hopper: Triton 3.6 measured
-    from triton.tools.tensor_descriptor import TensorDescriptor
-    if tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 6):
-        TensorDescriptor = None
+    from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
+    _TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    TensorDescriptor = _TensorDescriptor if _TRITON_VERSION >= (3, 6) else None
 except (ImportError, AttributeError, ValueError):  # pragma: no cover - depends on the install
     TensorDescriptor = None
 
