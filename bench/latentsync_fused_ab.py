@@ -1,11 +1,12 @@
 """A/B of one fused-path switch inside the full-size UNet, side by side in one process.
 
 Builds the UNet (random weights, bf16) on the fused path and times one CFG-pair call of `--chunks`
-16-frame chunks replayed from a CUDA graph, as the pipeline runs it, with the feed-forward's GEMM +
-GEGLU kernel (kernels.ff_geglu) off and on, alternated `--rounds` times; prints ms per chunk, the
-on/off ratio and the largest output difference relative to the off output.
+16-frame chunks replayed from a CUDA graph, as the pipeline runs it, with one switch off and on,
+alternated `--rounds` times; prints ms per chunk, the on/off ratio and the largest output difference
+relative to the off output. Switches: `ff_geglu` (the feed-forward's GEMM + GEGLU kernel,
+kernels.FF_GEGLU), `up_cat` (up layers without torch.cat, unet_fast.UP_LAYERS_WITHOUT_CAT).
 
-    python bench/latentsync_fused_ab.py --versions 1.6 --chunks 3      # needs CUDA + Triton
+    python bench/latentsync_fused_ab.py --versions 1.6 --chunks 3 --switch ff_geglu   # needs CUDA + Triton
 
 (Session 13 measured the same thing with one process per setting on an H200: 80.3-80.7 ms per v1.6
 chunk off, 77.1-77.3 on, 77.5 with the weight read through its 3-D view instead of the tile-order copy.)
@@ -20,12 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lipsync.latentsync import kernels  # noqa: E402
+from lipsync.latentsync import kernels, unet_fast  # noqa: E402
 from lipsync.latentsync.config import unet_config  # noqa: E402
 from lipsync.latentsync.unet import build_unet  # noqa: E402
 from lipsync.latentsync.unet_fast import disable_fast_path, enable_fast_path  # noqa: E402
 
 DEV = torch.device("cuda")
+SWITCHES = {"ff_geglu": (kernels, "FF_GEGLU"), "up_cat": (unet_fast, "UP_LAYERS_WITHOUT_CAT")}
 
 
 def graph_ms(unet, sample, t, audio, iters: int = 10, repeats: int = 5) -> tuple[float, torch.Tensor]:
@@ -60,6 +62,7 @@ def main() -> None:
     p.add_argument("--versions", default="1.6")
     p.add_argument("--chunks", type=int, default=3, help="16-frame chunks per call (CFG pair: twice the batch)")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--switch", default="ff_geglu", choices=sorted(SWITCHES))
     args = p.parse_args()
     if not kernels.available():
         sys.exit("needs CUDA and Triton")
@@ -77,21 +80,22 @@ def main() -> None:
             t = torch.tensor(501, device=DEV)
             times: dict[bool, list[float]] = {False: [], True: []}
             outs: dict[bool, torch.Tensor] = {}
+            module, flag = SWITCHES[args.switch]
             try:
                 for _ in range(args.rounds):
                     for on in (False, True):
-                        kernels.FF_GEGLU = on
+                        setattr(module, flag, on)
                         enable_fast_path(unet)
                         ms, outs[on] = graph_ms(unet, sample, t, audio)
                         times[on].append(ms / args.chunks)
-                        print(f"v{version} ff_geglu={'on ' if on else 'off'}: {ms:7.2f} ms per call, "
+                        print(f"v{version} {args.switch}={'on ' if on else 'off'}: {ms:7.2f} ms per call, "
                               f"{ms / args.chunks:6.2f} ms per chunk", flush=True)
             finally:
-                kernels.FF_GEGLU = True
+                setattr(module, flag, True)
                 disable_fast_path(unet)
         off, on = min(times[False]), min(times[True])
         diff = ((outs[True] - outs[False]).abs().max() / outs[False].abs().max()).item()
-        print(f"v{version} {args.chunks} chunks/call: off {off:.2f} ms/chunk, on {on:.2f} ms/chunk, "
+        print(f"v{version} {args.switch}, {args.chunks} chunks/call: off {off:.2f} ms/chunk, on {on:.2f} ms/chunk, "
               f"x{off / on:.3f}; max|on - off| / max|off| = {diff:.2e}", flush=True)
         del unet
 

@@ -65,6 +65,14 @@ def bench(version: str, iters: int, peak: float) -> list[dict]:
         ref = time_ms(lambda: F.silu(pooled_group_norm(
             (xc.unflatten(0, (-1, 16)) + add[:, None, :, None, None]).flatten(0, 1), norm, 16)), DEV, iters, 3)
         rows.append(row(f"v{version} pooled GN+offset+SiLU C={c}", fused, ref, 3 * x.numel() * 2, peak))
+        # An up layer's first norm, of cat([x, skip]): read from the two (x2=) against cat + the kernel.
+        skip = torch.randn_like(x)
+        norm2 = torch.nn.GroupNorm(32, 2 * c, eps=1e-5).to(DEV, DT)
+        fused = time_ms(lambda: kernels.group_norm(x, 32, norm2.weight, norm2.bias, 1e-5, frames=16, silu=True, x2=skip),
+                        DEV, iters, 3)
+        ref = time_ms(lambda: kernels.group_norm(torch.cat([x, skip], 1), 32, norm2.weight, norm2.bias, 1e-5, frames=16,
+                                                 silu=True), DEV, iters, 3)
+        rows.append(row(f"v{version} GN+SiLU of cat(x, skip) C=2x{c} (vs cat + GN)", fused, ref, 6 * x.numel() * 2, peak))
         # LayerNorm and residual add + LayerNorm on (tokens, C).
         t = torch.randn(n * hw // (4 if c == 640 else 1), c, device=DEV, dtype=DT)
         y = torch.randn_like(t)

@@ -80,9 +80,25 @@ def _pow2(n: int) -> int:
 if triton is not None:
 
     @triton.jit
-    def _channel_moments_kernel(x_ptr, mean_ptr, m2_ptr, HW, C, T,
-                                BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-        """x: (N, HW, C) contiguous. Program (n * T + t, cb): mean and M2 (sum of squared deviations) of
+    def _source(x_ptr, x2_ptr, c0, C, C1, TWO: tl.constexpr):
+        """(pointer, first channel, channels) of the tensor holding channel block c0... of the virtual
+        cat([x (C1 channels), x2 (C - C1)], channels) when TWO; x itself (C1 == C) otherwise. A channel
+        block never straddles the two (the host checks C1 % BLOCK_C == 0)."""
+        ptr = x_ptr
+        first = C1 * 0
+        width = C1
+        if TWO:
+            if c0 >= C1:
+                ptr = x2_ptr
+                first = C1
+                width = C - C1
+        return ptr, first, width
+
+    @triton.jit
+    def _channel_moments_kernel(x_ptr, x2_ptr, mean_ptr, m2_ptr, HW, C, C1, T,
+                                TWO: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+        """x: (N, HW, C) contiguous (with TWO: x (N, HW, C1) and x2 (N, HW, C - C1), read as their
+        channel concatenation). Program (n * T + t, cb): mean and M2 (sum of squared deviations) of
         each channel of block cb over position block t of image n. Outputs (N, T, C) float32."""
         row = tl.program_id(0)
         cb = tl.program_id(1)
@@ -90,9 +106,10 @@ if triton is not None:
         t = row % T
         hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)
         c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        src, first, width = _source(x_ptr, x2_ptr, cb * BLOCK_C, C, C1, TWO)
         mask = (hw[:, None] < HW) & (c[None, :] < C)
-        offsets = (n * HW + hw[:, None]).to(tl.int64) * C + c[None, :]
-        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        offsets = (n * HW + hw[:, None]).to(tl.int64) * width + (c[None, :] - first)
+        x = tl.load(src + offsets, mask=mask, other=0.0).to(tl.float32)
         count = tl.minimum(HW - t * BLOCK_HW, BLOCK_HW).to(tl.float32)
         mean = tl.sum(x, axis=0) / count
         d = tl.where(mask, x - mean[None, :], 0.0)
@@ -147,9 +164,10 @@ if triton is not None:
         tl.store(shift_ptr + s * C + c, b + (add - mean) * scale, mask=cmask)
 
     @triton.jit
-    def _scale_shift_kernel(x_ptr, y_ptr, scale_ptr, shift_ptr, HW, C, T, FRAMES,
+    def _scale_shift_kernel(x_ptr, x2_ptr, y_ptr, scale_ptr, shift_ptr, HW, C, C1, T, FRAMES, TWO: tl.constexpr,
                             SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-        """y = x * scale[s, c] + shift[s, c] (then SiLU), x / y (N, HW, C), s = n // FRAMES."""
+        """y = x * scale[s, c] + shift[s, c] (then SiLU), x / y (N, HW, C), s = n // FRAMES; with TWO, x
+        is the channel concatenation of x (C1 channels) and x2 (see _source), y (N, HW, C) as before."""
         row = tl.program_id(0)
         cb = tl.program_id(1)
         n = row // T
@@ -157,9 +175,11 @@ if triton is not None:
         s = n // FRAMES
         hw = t * BLOCK_HW + tl.arange(0, BLOCK_HW)
         c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        src, first, width = _source(x_ptr, x2_ptr, cb * BLOCK_C, C, C1, TWO)
         mask = (hw[:, None] < HW) & (c[None, :] < C)
-        offsets = (n * HW + hw[:, None]).to(tl.int64) * C + c[None, :]
-        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        position = (n * HW + hw[:, None]).to(tl.int64)
+        x = tl.load(src + position * width + (c[None, :] - first), mask=mask, other=0.0).to(tl.float32)
+        offsets = position * C + c[None, :]
         scale = tl.load(scale_ptr + s * C + c, mask=c < C, other=0.0)
         shift = tl.load(shift_ptr + s * C + c, mask=c < C, other=0.0)
         y = x * scale[None, :] + shift[None, :]
@@ -298,21 +318,43 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
 
 
+def concat_norm_supported(channels: int) -> bool:
+    """Whether group_norm(x, ..., x2=) takes an x of this many channels (channel blocks of 16 or more
+    that do not straddle x and x2)."""
+    return channels % 16 == 0
+
+
 def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,
-               frames: int = 1, add: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
+               frames: int = 1, add: torch.Tensor | None = None, silu: bool = False,
+               x2: torch.Tensor | None = None) -> torch.Tensor:
     """GroupNorm of x (N, C, H, W) with statistics pooled over each run of `frames` consecutive images
     (frames=1: plain per-image GroupNorm), of `x + add[n // frames]` when `add` (N / frames, C) is given,
-    then SiLU when asked. Returns a channels-last tensor of x's dtype (x is made channels-last first)."""
+    then SiLU when asked. Returns a channels-last tensor of x's dtype (x is made channels-last first).
+    With `x2` (N, C2, H, W): the GroupNorm of torch.cat([x, x2], 1) (C + C2 channels, C a multiple of
+    16: see concat_norm_supported), read from the two tensors: the concatenation is never written."""
     n, c, h, w = x.shape
+    x = _channels_last(x)
+    c1, block_c = c, GN_BLOCK_C
+    if x2 is not None:
+        if (x2.dim() != 4 or x2.shape[0] != n or x2.shape[2:] != x.shape[2:] or x2.dtype != x.dtype
+                or not concat_norm_supported(c)):
+            raise ValueError(f"GroupNorm of a concatenation: x {tuple(x.shape)} {x.dtype} and x2 "
+                             f"{tuple(x2.shape)} {x2.dtype} must share N, H, W and dtype, and x's channels "
+                             "must be a multiple of 16")
+        x2 = _channels_last(x2)
+        c += x2.shape[1]
+        while c1 % block_c:  # channel blocks must not straddle x and x2
+            block_c //= 2
     if n % frames or c % num_groups:
         raise ValueError(f"GroupNorm: {n} images not a multiple of {frames} frames or {c} channels of {num_groups} groups")
-    x = _channels_last(x)
     hw = h * w
     tiles = triton.cdiv(hw, GN_BLOCK_HW)
-    c_blocks = triton.cdiv(c, GN_BLOCK_C)
+    c_blocks = triton.cdiv(c, block_c)
+    second = x2 if x2 is not None else x  # a pointer the kernels ignore when TWO is False
     mean = torch.empty((n, tiles, c), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(mean)
-    _channel_moments_kernel[(n * tiles, c_blocks)](x, mean, m2, hw, c, tiles, BLOCK_HW=GN_BLOCK_HW, BLOCK_C=GN_BLOCK_C)
+    _channel_moments_kernel[(n * tiles, c_blocks)](x, second, mean, m2, hw, c, c1, tiles, TWO=x2 is not None,
+                                                   BLOCK_HW=GN_BLOCK_HW, BLOCK_C=block_c)
     samples = n // frames
     scale = torch.empty((samples, c), device=x.device, dtype=torch.float32)
     shift = torch.empty_like(scale)
@@ -326,9 +368,9 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: tor
     _group_combine_kernel[(samples, num_groups)](
         mean, m2, add_arg, weight, bias, scale, shift, hw, c, tiles, cg, frames * tiles, GN_BLOCK_HW, float(eps),
         HAS_ADD=add is not None, BLOCK_R=block_r, BLOCK_CG=_pow2(cg), num_warps=8 if block_r >= 256 else 4)
-    y = torch.empty_like(x)
-    _scale_shift_kernel[(n * tiles, c_blocks)](x, y, scale, shift, hw, c, tiles, frames, SILU=silu,
-                                               BLOCK_HW=GN_BLOCK_HW, BLOCK_C=GN_BLOCK_C)
+    y = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    _scale_shift_kernel[(n * tiles, c_blocks)](x, second, y, scale, shift, hw, c, c1, tiles, frames, TWO=x2 is not None,
+                                               SILU=silu, BLOCK_HW=GN_BLOCK_HW, BLOCK_C=block_c)
     return y
 
 

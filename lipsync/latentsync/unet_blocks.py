@@ -48,7 +48,10 @@ class _LayeredBlock(nn.Module):
     def run_layer(
         self, index: int, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor, frames: int
     ) -> torch.Tensor:
-        x = self.resnets[index](x, temb, frames)
+        return self.run_layer_tail(index, self.resnets[index](x, temb, frames), context, frames)
+
+    def run_layer_tail(self, index: int, x: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
+        """Layer `index` after its resnet: the spatial transformer, then the motion module (where present)."""
         if len(self.attentions):
             x = self.attentions[index](x, context)
         if len(self.motion_modules):

@@ -229,6 +229,10 @@ def _image(tokens: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return tokens.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
+# False: the up layers concatenate x and the skip as the reference does (A/B, debugging).
+UP_LAYERS_WITHOUT_CAT = True
+
+
 # -- forwards (bound to module instances by enable_fast_path) ------------------------------------------
 
 
@@ -244,10 +248,31 @@ def _prepare(self: LatentSyncUNet, sample, timestep, encoder_hidden_states, cfg_
 
 def _up_layer(self: UpBlock, index: int, x: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor, context,
               frames: int) -> torch.Tensor:
-    """The reference up layer; a CFG pair's shared skip (conv_in's output, half the rows) goes to both halves."""
+    """An up layer without torch.cat([x, skip]): its resnet reads the two (_resnet_pair_forward). A CFG
+    pair's shared skip (conv_in's output, half the rows) goes to both halves."""
     if skip.shape[0] != x.shape[0]:
         skip = torch.cat([skip, skip])
-    return self.run_layer(index, torch.cat([x, skip], dim=1), temb, context, frames)
+    resnet = self.resnets[index]
+    if not UP_LAYERS_WITHOUT_CAT or resnet.conv_shortcut is None or not kernels.concat_norm_supported(x.shape[1]):
+        return self.run_layer(index, torch.cat([x, skip], dim=1), temb, context, frames)
+    return self.run_layer_tail(index, _resnet_pair_forward(resnet, x, skip, temb, frames), context, frames)
+
+
+def _resnet_pair_forward(self: ResnetBlock, x: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor,
+                         frames: int) -> torch.Tensor:
+    """_resnet_forward of torch.cat([x, skip], 1), the concatenation never written: the first norm reads
+    both (kernels.group_norm x2=), and the 1x1 shortcut is two GEMMs accumulating into one output
+    (its weight's columns split at x's channels)."""
+    c = x.shape[1]
+    h = F.conv2d(_group_norm(x, self.norm1, frames=frames, silu=True, x2=skip), self.conv1.weight, None, padding=1)
+    offset = self.time_emb_proj(F.silu(temb)) + self.conv1.bias
+    h = _group_norm(h, self.norm2, frames=frames, add=offset.expand(x.shape[0] // frames, -1), silu=True)
+    h = F.conv2d(h, self.conv2.weight, None, padding=1)
+    weight = self.conv_shortcut.weight.flatten(1)  # (C_out, C + C_skip)
+    shortcut = torch.empty_like(h)
+    torch.mm(_tokens(x), weight[:, :c].t(), out=_stream(shortcut))
+    _stream(shortcut).addmm_(_tokens(skip), weight[:, c:].t())
+    return kernels.add_bias_residual_(h, shortcut, self._fast_bias)
 
 
 def _resnet_forward(self: ResnetBlock, x: torch.Tensor, temb: torch.Tensor, frames: int) -> torch.Tensor:

@@ -184,6 +184,34 @@ def test_group_norm_kernel(dtype, n, c, hw, frames, with_add, silu):
 
 @torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, c1, c2, hw, frames, with_add", [
+    (32, 320, 320, 32, 16, False),  # an up layer at 1.5's top level: x and its skip
+    (32, 1280, 640, 8, 16, True),  # unequal halves
+    (6, 32, 96, 5, 3, True),  # 32 channels: 32-wide channel blocks (the tiny golden's widths)
+])
+def test_group_norm_of_a_concatenation(dtype, n, c1, c2, hw, frames, with_add):
+    """group_norm(x, x2=skip) is the GroupNorm of torch.cat([x, skip], 1), the concatenation never
+    written: the same numbers as the one-tensor kernel on the concatenated input."""
+    gen = torch.Generator(device=CUDA).manual_seed(0)
+    x = (torch.randn(n, c1, hw, hw, device=CUDA, generator=gen) * 2 + 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(n, c2, hw, hw, device=CUDA, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    c = c1 + c2
+    weight = torch.randn(c, device=CUDA, generator=gen).to(dtype)
+    bias = torch.randn(c, device=CUDA, generator=gen).to(dtype)
+    add = torch.randn(n // frames, c, device=CUDA, generator=gen).to(dtype) if with_add else None
+    out = kernels.group_norm(x, 32, weight, bias, 1e-5, frames=frames, add=add, silu=True, x2=skip)
+    one = kernels.group_norm(torch.cat([x, skip], 1), 32, weight, bias, 1e-5, frames=frames, add=add, silu=True)
+    assert out.shape == one.shape and out.is_contiguous(memory_format=torch.channels_last)
+    if c1 % kernels.GN_BLOCK_C == 0:  # the same channel blocks as the one-tensor kernel: the same sums
+        assert torch.equal(out, one)
+    ref = _pooled_group_norm_ref(torch.cat([x, skip], 1), 32, weight, bias, 1e-5, frames, add, True)
+    assert (out.float() - ref).abs().max().item() <= (2e-5 if dtype == torch.float32 else 2e-2) * ref.abs().max().item()
+    with pytest.raises(ValueError, match="concatenation"):
+        kernels.group_norm(x[:, :24], 8, weight[:c - c1 + 24], bias[:c - c1 + 24], 1e-5, x2=skip)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_geglu_kernel(dtype):
     h = torch.randn(4096 + 7, 2 * 1280, device=CUDA).to(dtype)
     value, gate = h.float().chunk(2, dim=-1)
