@@ -67,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vae", default="auto", choices=["auto", "nchw", "channels_last", "fused"],
                    help="VAE decoder mode; auto = the A/B's fastest (fused when the A/B is skipped and it is supported)")
     p.add_argument("--compile", default=None, help="'regional' or a torch.compile mode (turns graphs off)")
+    p.add_argument("--share-first-step", default="on", choices=["on", "off", "both"],
+                   help="a still's unconditional step 0 computed once per clip (PipelineOptions); both = A/B")
     p.add_argument("--json", default=None, help="also write all results here")
     return p.parse_args()
 
@@ -241,6 +243,7 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
     audio = synthetic_voice(args.seconds)
     frame, marks = synthetic_portrait(*((180, 320) if args.tiny else (720, 1280)))
     rows = []
+    shares = {"on": [True], "off": [False]}.get(args.share_first_step, [False, True])
     for deepcache in [m == "on" for m in args.deepcache.split(",")]:
         # 3. Pick the UNet mode: measured best, or the flags.
         # Cheapest clip, not cheapest chunk: the full chunks go in ceil(full / n) calls of at most n
@@ -258,46 +261,54 @@ def bench_version(args, version: str, device: torch.device, dtype: torch.dtype) 
         use_fast = best["fast"] if best else fast_modes[-1]
         enable_fast_path(unet) if use_fast else disable_fast_path(unet)
         runner = CudaGraphUNet(unet) if use_graphs else unet
-        pipe = LatentSyncPipeline(runner, vae, whisper, res, PipelineOptions(chunks_per_call=per_call))
-        sampling = SamplingOptions(steps=args.steps, guidance_scale=1.5, deepcache=deepcache, seed=1247)
+        for share in shares:
+            options = PipelineOptions(chunks_per_call=per_call, share_first_step=share)
+            pipe = LatentSyncPipeline(runner, vae, whisper, res, options)
+            sampling = SamplingOptions(steps=args.steps, guidance_scale=1.5, deepcache=deepcache, seed=1247)
 
-        # 4. Warm up every shape this clip uses, then the timed call.
-        n = int(np.ceil(len(audio) * 25 / 16000))
-        warm_s = pipe.warmup(n, sampling)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        sink = np.zeros(1, np.int64)
+            # 4. Warm up every shape this clip uses, then the timed call.
+            n = int(np.ceil(len(audio) * 25 / 16000))
+            warm_s = pipe.warmup(n, sampling)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            sink = np.zeros(1, np.int64)
 
-        def write(f: np.ndarray) -> None:
-            sink[0] += int(f[0, 0, 0])  # touch the frame, keep nothing
+            def write(f: np.ndarray) -> None:
+                sink[0] += int(f[0, 0, 0])  # touch the frame, keep nothing
 
-        t0 = time.perf_counter()
-        stats = pipe(audio, (frame for _ in range(n)), marks[None], write, still=True, sampling=sampling)
-        sync(device)
-        total = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stats = pipe(audio, (frame for _ in range(n)), marks[None], write, still=True, sampling=sampling)
+            sync(device)
+            total = time.perf_counter() - t0
 
-        # 5. FLOPs of the UNet calls this run made.
-        flops = 0.0
-        full_steps = len(range(0, args.steps, 3)) if deepcache else args.steps
-        for _, b, f in plan_groups(n, per_call):
-            full, cached = unet_flops(config, 2 * b, f, width)
-            flops += full_steps * full + (args.steps - full_steps) * cached
-        row = {"version": version, "resolution": res, "deepcache": deepcache, "steps": args.steps,
-               "chunks_per_call": per_call, "cuda_graphs": use_graphs, "fast": use_fast,
-               "vae_mode": vae_mode,
-               "compile": args.compile, "frames": stats.frames, "total_s": total, "fps": stats.frames / total,
-               "warmup_s": warm_s, "stage_seconds": stats.stage_seconds, "unet_calls": stats.unet_calls,
-               "unet_tflop": flops / 1e12, "unet_tflops": flops / 1e12 / max(stats.stage_seconds["unet"], 1e-9),
-               "peak_alloc_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
-               "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30 if cuda else None,
-               "graph_failure": getattr(runner, "failed", None), "ab": ab_rows}
-        official = OFFICIAL_S.get((version, deepcache))
-        if official and not args.tiny:
-            row["official_s"] = official
-            row["speedup_vs_official"] = official / total
-            row["target_fps"] = TARGET_FPS[version]
-        rows.append(row)
-        print(format_row(row), flush=True)
+            # 5. FLOPs of the UNet calls, counted as the official loop makes them (CFG pair of every
+            #    chunk at every step): the work our fused path and shared first step skip is not subtracted.
+            flops = 0.0
+            full_steps = len(range(0, args.steps, 3)) if deepcache else args.steps
+            for _, b, f in plan_groups(n, per_call):
+                full, cached = unet_flops(config, 2 * b, f, width)
+                flops += full_steps * full + (args.steps - full_steps) * cached
+            row = {"version": version, "resolution": res, "deepcache": deepcache, "steps": args.steps,
+                   "chunks_per_call": per_call, "cuda_graphs": use_graphs, "fast": use_fast,
+                   "vae_mode": vae_mode,
+                   "compile": args.compile, "frames": stats.frames, "total_s": total, "fps": stats.frames / total,
+                   "warmup_s": warm_s, "stage_seconds": stats.stage_seconds, "unet_calls": stats.unet_calls,
+                   "share_first_step": share, "shared_start_chunks": stats.shared_start_chunks,
+                   "unet_tflop": flops / 1e12, "unet_tflops": flops / 1e12 / max(stats.stage_seconds["unet"], 1e-9),
+                   "peak_alloc_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+                   "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30 if cuda else None,
+                   "graph_failure": getattr(runner, "failed", None), "ab": ab_rows}
+            official = OFFICIAL_S.get((version, deepcache))
+            if official and not args.tiny:
+                row["official_s"] = official
+                row["speedup_vs_official"] = official / total
+                row["target_fps"] = TARGET_FPS[version]
+            rows.append(row)
+            print(format_row(row), flush=True)
+        if len(shares) == 2:
+            off, on = rows[-2]["total_s"], rows[-1]["total_s"]
+            print(f"# v{version} DC={'on' if deepcache else 'off'}: shared first step off {off:.2f} s, on {on:.2f} s, "
+                  f"x{off / on:.3f}", flush=True)
         del pipe, runner
         if cuda:
             torch.cuda.empty_cache()
@@ -313,7 +324,8 @@ def format_row(r: dict) -> str:
     return (f"v{r['version']} {r['resolution']}px DC={'on ' if r['deepcache'] else 'off'} steps={r['steps']} "
             f"chunks/call={r['chunks_per_call']} graphs={r['cuda_graphs']} fast={r.get('fast')} | {r['frames']} frames in "
             f"{r['total_s']:.2f} s = {r['fps']:.1f} fps | {stages} | peak {mem} | "
-            f"UNet {r['unet_tflop']:.4g} TFLOP at {r['unet_tflops']:.4g} TFLOP/s | warm-up {r['warmup_s']:.1f} s{ref}")
+            f"UNet {r['unet_tflop']:.4g} TFLOP at {r['unet_tflops']:.4g} TFLOP/s | warm-up {r['warmup_s']:.1f} s | "
+            f"shared step 0: {r.get('shared_start_chunks', 0)} chunks{ref}")
 
 
 def main() -> None:

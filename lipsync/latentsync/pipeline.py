@@ -30,7 +30,7 @@ import torch
 from lipsync.latentsync.align import AlignOptions, FaceAligner, alignment_points_5
 from lipsync.latentsync.audio import SAMPLE_RATE, audio_frame_count, encode_audio, frame_window_indices
 from lipsync.latentsync.mask import composite_in_crop, latent_mask, load_mask, mask_faces
-from lipsync.latentsync.sampling import LATENTSYNC_DEEPCACHE, denoise, initial_latents
+from lipsync.latentsync.sampling import LATENTSYNC_DEEPCACHE, SharedStart, denoise, initial_latents
 from lipsync.latentsync.vae import LatentVAE
 from lipsync.latentsync.whisper import WhisperAudioEncoder
 from lipsync.source import pingpong_index
@@ -79,6 +79,9 @@ class PipelineOptions:
     overlap: bool = True  # restore + write in a background thread while the next chunk runs
     vae_batch: int = 32  # frames per VAE decode call
     color_band_px: int = 0  # >0: match decoded colours to the original around the mask edge
+    # A still image's unconditional step 0 is the same for every chunk: compute it once per clip
+    # (sampling.SharedStart; same values, not an approximation). False recomputes it per chunk.
+    share_first_step: bool = True
     align: AlignOptions = AlignOptions()
 
     def __post_init__(self) -> None:
@@ -93,6 +96,7 @@ class PipelineStats:
     padded_source_frames: int  # frames the source lacked (its last frame was reused)
     chunks: int
     unet_calls: int  # full + cached UNet calls (each covers one group of chunks, CFG batched)
+    shared_start_chunks: int  # chunks whose unconditional step 0 was reused (share_first_step)
     still: bool
     sampling: SamplingOptions
     stage_seconds: dict[str, float]
@@ -269,6 +273,7 @@ class LatentSyncPipeline:
         restorer = FaceAligner(self.resolution, self.options.align)  # the worker's own paste cache
         affines = np.full((n, 2, 3), np.nan)
         still_cond: tuple | None = None
+        shared_start = SharedStart() if still and self.options.share_first_step else None
         padded = unet_calls = face_frames = 0
         pending: deque[tuple[Future, int]] = deque()
         done = 0
@@ -311,7 +316,7 @@ class LatentSyncPipeline:
                 # 4. Denoise the group's chunks in one batch, decode, composite inside the crop.
                 faces = None
                 if group.has_face.any():
-                    faces, calls = self._generate(group, noise, features, windows, sampling, clock)
+                    faces, calls = self._generate(group, noise, features, windows, sampling, clock, shared_start)
                     unet_calls += calls
 
                 # 5. Restore into the frames and write, in a worker: at most one group in flight, so
@@ -332,7 +337,8 @@ class LatentSyncPipeline:
 
         return PipelineStats(
             frames=n, face_frames=face_frames, padded_source_frames=padded, chunks=math.ceil(n / CHUNK_FRAMES),
-            unet_calls=unet_calls, still=still, sampling=sampling,
+            unet_calls=unet_calls, shared_start_chunks=shared_start.hits if shared_start else 0,
+            still=still, sampling=sampling,
             stage_seconds=clock.finish(),
             total_s=time.perf_counter() - t_start, affines=affines)
 
@@ -397,7 +403,8 @@ class LatentSyncPipeline:
 
     # ---- generation ------------------------------------------------------------------------------
     def _generate(self, group: _Group, noise: torch.Tensor, features: torch.Tensor, windows: torch.Tensor,
-                  sampling: SamplingOptions, clock: _Clock) -> tuple[_HostFaces, int]:
+                  sampling: SamplingOptions, clock: _Clock, shared_start: SharedStart | None = None
+                  ) -> tuple[_HostFaces, int]:
         """Denoise + decode + in-crop composite; returns the faces (N, 3, R, R) bound for the CPU and
         the number of UNet calls. Nothing here waits for the GPU."""
         b, f = group.chunks, group.frames_per_chunk
@@ -408,7 +415,8 @@ class LatentSyncPipeline:
             mask = self._mask_latent.expand(b, 1, f, *self._mask_latent.shape[-2:])
             out = denoise(self.unet, latents, mask, group.masked_latents, group.ref_latents, audio,
                           steps=sampling.steps, guidance_scale=sampling.guidance_scale,
-                          deepcache=LATENTSYNC_DEEPCACHE if sampling.deepcache else None)
+                          deepcache=LATENTSYNC_DEEPCACHE if sampling.deepcache else None,
+                          shared_start=shared_start)
         # (A decode on a side stream, beside the next group's UNet, was measured on an H100: no
         # gain, the UNet slowed by what the decode hid, and twice the reserved memory at 512 px.)
         with clock.stage("vae_decode", gpu=True):
@@ -440,9 +448,12 @@ class LatentSyncPipeline:
         for b, f in sorted({(b, f) for _, b, f in plan_groups(n_frames, self.options.chunks_per_call)}):
             zeros = torch.zeros(b, 4, f, latent, latent, device=self.device)
             audio = torch.zeros(b * f, 50, width, device=self.device)
-            denoise(self.unet, zeros, zeros[:, :1], zeros, zeros, audio, steps=2 if sampling.deepcache else 1,
-                    guidance_scale=sampling.guidance_scale,
-                    deepcache=LATENTSYNC_DEEPCACHE if sampling.deepcache else None)
+            # Twice with a shared start: the CFG pair of a clip's first chunk, then step 0 of later ones.
+            start = SharedStart() if self.options.share_first_step else None
+            for _ in range(1 if start is None else 2):
+                denoise(self.unet, zeros, zeros[:, :1], zeros, zeros, audio, steps=2 if sampling.deepcache else 1,
+                        guidance_scale=sampling.guidance_scale,
+                        deepcache=LATENTSYNC_DEEPCACHE if sampling.deepcache else None, shared_start=start)
             decode_sizes |= {min(step, b * f - i) for i in range(0, b * f, step)}
         for size in sorted(decode_sizes):
             self.vae.decode(torch.zeros(size, 4, latent, latent, device=self.device))

@@ -9,6 +9,11 @@ Matches the official `LipsyncPipeline` loop for one chunk:
 * DeepCache (official DeepCacheSDHelper, cache_interval 3, branch 0): steps 0, 3, 6, ... run the full UNet
   and refresh the deep feature; the others only run conv_in, the last up layer and the head.
 
+* A still image's first step: every chunk starts from the same noise with the same masked and
+  reference latents, so the unconditional branch of step 0 is the same for every chunk of a clip.
+  With a `SharedStart` (one per clip) it is computed once, by the first chunk's CFG pair, and later
+  chunks run step 0's audio branch alone (no approximation: the same values, computed once).
+
 Latents stay float32 through the loop whatever the UNet dtype; only the UNet inputs are cast.
 """
 from __future__ import annotations
@@ -82,6 +87,31 @@ class DeepCacheConfig:
             raise ValueError(f"cache_interval must be >= 1; got {self.cache_interval}")
 
 
+class SharedStart:
+    """The unconditional branch of step 0, kept for the other chunks of one clip.
+
+    Valid only while every chunk denoised with it starts from the same latents with the same mask,
+    masked and reference latents (a still image: `initial_latents` + one alignment); chunks of
+    another frame count or size get their own entry. Create one per clip; never share across clips
+    or models.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.hits = 0  # chunks whose unconditional step 0 came from here
+
+    @staticmethod
+    def key(latents: torch.Tensor, first_timestep: int, deepcache: bool) -> tuple:
+        return (tuple(latents.shape[1:]), latents.device, first_timestep, deepcache)
+
+    def get(self, key: tuple) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple, eps: torch.Tensor, feature: torch.Tensor | None) -> None:
+        """eps (1, 4, F, h, w) and the DeepCache feature (F rows) of one chunk's unconditional branch."""
+        self._entries[key] = (eps.clone(), None if feature is None else feature.clone())
+
+
 LATENTSYNC_DDIM = DDIMConfig()
 LATENTSYNC_DEEPCACHE = DeepCacheConfig(cache_interval=3)
 
@@ -139,6 +169,7 @@ def denoise(
     guidance_scale: float = 1.5,
     deepcache: DeepCacheConfig | None = None,
     scheduler: DDIMConfig = LATENTSYNC_DDIM,
+    shared_start: SharedStart | None = None,
 ) -> torch.Tensor:
     """Run the DDIM loop for one chunk and return the final latents (same shape and dtype as `latents`).
 
@@ -153,6 +184,8 @@ def denoise(
         guidance_scale: audio CFG weight; > 1 batches the zero-audio branch into the same UNet call.
         deepcache: None for full UNet calls every step, else the cache schedule.
         scheduler: DDIM settings (defaults to LatentSync's).
+        shared_start: with CFG, the clip's `SharedStart` when every chunk of the clip has the same
+            latents, mask, masked and reference latents (a still image); None otherwise.
     """
     # 1. Check inputs and precompute everything constant over the steps.
     audio = _check_inputs(latents, mask, masked_image_latents, ref_latents, audio_embeds)
@@ -175,17 +208,35 @@ def denoise(
     x = latents.float()
     feature: torch.Tensor | None = None
 
+    b, frames = latents.shape[0], latents.shape[2]
+    start_key = (SharedStart.key(latents, timesteps[0], deepcache is not None)
+                 if do_cfg and shared_start is not None else None)
     for i, t in enumerate(timesteps):
-        # 2. One UNet call (CFG branches batched), full or from the DeepCache feature.
-        x_in = torch.cat([x, x]) if do_cfg else x
-        sample = torch.cat([x_in.to(model_dtype), cond], dim=1)
-        if deepcache is None:
-            eps = unet(sample, t_device[i], audio, **pair)
-        elif i % deepcache.cache_interval == 0 or feature is None:
-            eps, feature = unet.forward_and_cache(sample, t_device[i], audio, **pair)
+        # 2. One UNet call (CFG branches batched), full or from the DeepCache feature; at step 0 of a
+        #    still image's later chunks, the audio branch alone beside the shared unconditional one.
+        shared = shared_start.get(start_key) if i == 0 and start_key is not None else None
+        if shared is not None:
+            eps_u, feature_u = shared
+            sample = torch.cat([x.to(model_dtype), cond[b:]], dim=1)
+            if deepcache is None:
+                eps = unet(sample, t_device[i], audio[b * frames:])
+            else:
+                eps, feature = unet.forward_and_cache(sample, t_device[i], audio[b * frames:])
+                feature = torch.cat([feature_u.repeat(b, *([1] * (feature_u.dim() - 1))), feature])
+            eps = torch.cat([eps_u.expand(b, *eps_u.shape[1:]), eps.float()])
+            shared_start.hits += b
         else:
-            eps = unet.forward_cached(sample, t_device[i], audio, feature, **pair)
-        eps = eps.float()
+            x_in = torch.cat([x, x]) if do_cfg else x
+            sample = torch.cat([x_in.to(model_dtype), cond], dim=1)
+            if deepcache is None:
+                eps = unet(sample, t_device[i], audio, **pair)
+            elif i % deepcache.cache_interval == 0 or feature is None:
+                eps, feature = unet.forward_and_cache(sample, t_device[i], audio, **pair)
+            else:
+                eps = unet.forward_cached(sample, t_device[i], audio, feature, **pair)
+            eps = eps.float()
+            if i == 0 and start_key is not None:
+                shared_start.put(start_key, eps[:1], None if deepcache is None else feature[:frames])
 
         # 3. Guidance.
         if do_cfg:

@@ -229,6 +229,26 @@ def test_quality_presets_record_what_ran(models):
     assert stats.unet_calls == 10
 
 
+def test_still_shares_the_first_unconditional_step_and_keeps_the_frames(models):
+    """A still image's later chunks reuse step 0's unconditional branch (sampling.SharedStart): same
+    frames as recomputing it, and never for a video (its chunks start from different pictures)."""
+    seconds = 2.6  # 65 frames: groups of 2 chunks (0-31, 32-63) and a 1-frame tail
+    shared_out, shared, _ = run_still(make_pipeline(models, chunks_per_call=2), seconds)
+    plain_out, plain, _ = run_still(make_pipeline(models, chunks_per_call=2, share_first_step=False), seconds)
+    assert shared.shared_start_chunks == 2 and plain.shared_start_chunks == 0
+    assert len(shared_out) == len(plain_out) == 65
+    diff = np.stack([a.astype(int) - b for a, b in zip(shared_out, plain_out)])
+    assert np.abs(diff).max() <= 1 and (diff != 0).mean() < 1e-3
+    # ...and the mouths are not all the same picture: later chunks still follow their own audio
+    assert not np.array_equal(shared_out[40], shared_out[8])
+
+    frames = [portrait(shift=k) for k in range(40)]
+    marks = np.stack([MARKS + [0.5 * k, 0.0] for k in range(40)])
+    video = make_pipeline(models, chunks_per_call=2)(voice(1.6), iter(frames), marks, lambda f: None,
+                                                     still=False, sampling=FAST)
+    assert video.shared_start_chunks == 0
+
+
 def test_vae_folder_round_trip_and_scaled_latents(tmp_path):
     vae = tiny_vae(seed=3)
     vae.model.save_pretrained(tmp_path)

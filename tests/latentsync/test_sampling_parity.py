@@ -14,6 +14,7 @@ from lipsync.latentsync.sampling import (
     LATENTSYNC_DEEPCACHE,
     DDIMConfig,
     DeepCacheConfig,
+    SharedStart,
     denoise,
     initial_latents,
 )
@@ -97,6 +98,44 @@ def test_unet_call_pattern(unet: LatentSyncUNet, golden: dict[str, torch.Tensor]
         for handle in handles:
             handle.remove()
     assert dict(seen) == expected
+
+
+@pytest.mark.parametrize("deepcache", [None, LATENTSYNC_DEEPCACHE], ids=["full", "deepcache"])
+def test_shared_start_reuses_the_unconditional_first_step(
+    unet: LatentSyncUNet, golden: dict[str, torch.Tensor], deepcache
+) -> None:
+    """A still image's chunks all start alike: a later batch of chunks takes step 0's unconditional
+    branch from the first chunk's run and gets the same latents as computing it again."""
+    latents, mask, masked, ref, audio = loop_inputs(golden)
+    two = [t.expand(2, *t.shape[1:]) for t in (latents, mask, masked, ref)]
+    audio2 = torch.cat([audio, audio.flip(0)])  # chunk 2: same picture, other voice
+    plain = denoise(unet, *two, audio2, steps=20, guidance_scale=1.5, deepcache=deepcache)
+
+    start = SharedStart()
+    first = denoise(unet, latents, mask, masked, ref, audio, steps=20, guidance_scale=1.5, deepcache=deepcache,
+                    shared_start=start)
+    golden_key = "loop.final_latents_cfg1.5" + ("_deepcache" if deepcache else "")
+    assert (first - golden[golden_key]).abs().max() <= 1e-3 * golden[golden_key].abs().max()
+    assert start.hits == 0
+    seen, handles = _count_calls(unet)
+    try:
+        shared = denoise(unet, *two, audio2, steps=20, guidance_scale=1.5, deepcache=deepcache, shared_start=start)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert start.hits == 2
+    # step 0 ran the audio branch alone (2 chunks x 16 frames), every other step the CFG pair
+    assert seen["conv_in_batch_32"] == 1 and seen["conv_in_batch_64"] == 19
+    assert seen["full"] == (20 if deepcache is None else 7)
+    assert (shared - plain).abs().max() <= 1e-5 * plain.abs().max()
+    assert (shared[1] - shared[0]).abs().max() > 1e-2 * plain.abs().max()  # the voices still differ
+
+    # Another frame count (a clip's tail chunk) or no CFG never takes the shared entry.
+    short = [t[:, :, :10] for t in (latents, mask, masked, ref)]
+    denoise(unet, *short, audio[:10], steps=2, guidance_scale=1.5, deepcache=deepcache, shared_start=start)
+    denoise(unet, latents, mask, masked, ref, audio, steps=2, guidance_scale=1.0, deepcache=deepcache,
+            shared_start=start)
+    assert start.hits == 2
 
 
 def test_initial_latents_repeat_one_seeded_noise_frame() -> None:
