@@ -4,12 +4,14 @@ Builds the UNet (random weights, bf16) on the fused path and times one CFG-pair 
 16-frame chunks replayed from a CUDA graph, as the pipeline runs it, with one switch off and on,
 alternated `--rounds` times; prints ms per chunk, the on/off ratio and the largest output difference
 relative to the off output. Switches: `ff_geglu` (the feed-forward's GEMM + GEGLU kernel,
-kernels.FF_GEGLU), `up_cat` (up layers without torch.cat, unet_fast.UP_LAYERS_WITHOUT_CAT).
+kernels.FF_GEGLU), `up_cat` (up layers without torch.cat, unet_fast.UP_LAYERS_WITHOUT_CAT),
+`interleave` (the up-samplers' phase interleave as one kernel, unet_fast.PHASE_INTERLEAVE_KERNEL).
 
     python bench/latentsync_fused_ab.py --versions 1.6 --chunks 3 --switch ff_geglu   # needs CUDA + Triton
 
 Measured on an H200 (v1.6, 3 chunks per call): ff_geglu off 78.58 / on 76.29 ms per chunk (x1.030);
-up_cat off 77.05 / on 75.96 (x1.014). A feed-forward LayerNorm folded into ff_geglu's epilogue
+up_cat off 77.05 / on 75.96 (x1.014); on two other H200s, interleave off 74.97 / on 74.64 (x1.004) and
+75.38 / 75.23 (x1.002), outputs identical. A feed-forward LayerNorm folded into ff_geglu's epilogue
 (row statistics only, the normalised rows never written) measured x0.994 the same way and was dropped.
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ from lipsync.latentsync.unet import build_unet  # noqa: E402
 from lipsync.latentsync.unet_fast import disable_fast_path, enable_fast_path  # noqa: E402
 
 DEV = torch.device("cuda")
-SWITCHES = {"ff_geglu": (kernels, "FF_GEGLU"), "up_cat": (unet_fast, "UP_LAYERS_WITHOUT_CAT")}
+SWITCHES = {"ff_geglu": (kernels, "FF_GEGLU"), "up_cat": (unet_fast, "UP_LAYERS_WITHOUT_CAT"),
+            "interleave": (unet_fast, "PHASE_INTERLEAVE_KERNEL")}
 
 
 def graph_ms(unet, sample, t, audio, iters: int = 10, repeats: int = 5) -> tuple[float, torch.Tensor]:

@@ -19,6 +19,8 @@ and cuDNN's NCHW<->NHWC conversions. The fast path (unet_fast.py) keeps activati
   separate pass, and so were the plain and TMA versions tried before.) `geglu` is that separate pass,
   for GPUs without TMA and for float32;
 * `add_bias_residual_`: a bias-free convolution's bias plus the resnet residual, in one pass;
+* `phase_interleave`: the phase up-sampler's four output phases (plus its bias) into the 2x image, in
+  one pass;
 * `layer_norm`: LayerNorm over many short rows per program (the native kernel runs one row per
   block), optionally of x plus a per-channel shift it does not write back (the UNet's residual
   streams take their sublayer outputs inside the GEMMs and add the biases late: unet_fast.py);
@@ -245,6 +247,31 @@ if triton is not None:
         tl.store(h_ptr + idx, (h + skip + bias).to(h_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _phase_interleave_kernel(src_ptr, bias_ptr, out_ptr, H, W, C, HAS_BIAS: tl.constexpr,
+                                 BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr):
+        """The up-sampler's phase interleave: src (N, H + 1, W + 1, 4, C) contiguous (the 2x2 convolution's
+        channels-last output, four phases of C), out (N, 2H, 2W, C) contiguous with
+        out[n, 2i + a, 2j + b, c] = src[n, i + a, j + b, 2a + b, c] (+ bias[c]). Program (n * 2H + row,
+        column block, channel block); the sum is taken in float32 and rounded once, as torch.add does."""
+        row = tl.program_id(0)
+        n = row // (2 * H)
+        r = row % (2 * H)
+        i = r // 2
+        a = r % 2
+        q = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        j = q // 2
+        b = q % 2
+        mask = (q < 2 * W)[:, None] & (c < C)[None, :]
+        pixel = (n * (H + 1) + i + a).to(tl.int64) * (W + 1) + j + b
+        src = pixel[:, None] * (4 * C) + ((2 * a + b) * C)[:, None] + c[None, :]
+        x = tl.load(src_ptr + src, mask=mask, other=0.0)
+        if HAS_BIAS:
+            x = x.to(tl.float32) + tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
+        dst = (row.to(tl.int64) * (2 * W) + q)[:, None] * C + c[None, :]
+        tl.store(out_ptr + dst, x.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
     def _layer_norm_kernel(x_ptr, out_ptr, w_ptr, b_ptr, shift_ptr, pe_ptr, M, C, FRAMES, HW, eps,
                            SHIFT: tl.constexpr, PE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         """out = LayerNorm(x + shift) over rows of C (float32 statistics, x itself unchanged); BLOCK_M rows
@@ -450,6 +477,25 @@ def add_bias_residual_(h: torch.Tensor, skip: torch.Tensor, bias: torch.Tensor) 
     block = 2048
     _bias_residual_kernel[(triton.cdiv(total, block),)](h, skip, bias.contiguous(), total, h.shape[1], BLOCK=block)
     return h
+
+
+def phase_interleave(phases: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(N, H + 1, W + 1, 4, C) contiguous phases of a 2x2 up-sampling convolution -> the (N, C, 2H, 2W)
+    channels-last image, y[n, c, 2i + a, 2j + b] = phases[n, i + a, j + b, 2a + b, c] (+ bias[c]), in one
+    pass (unet_fast.nearest2x_conv) instead of four strided copies."""
+    if phases.dim() != 5 or phases.shape[3] != 4 or not phases.is_contiguous() or (
+            bias is not None and tuple(bias.shape) != (phases.shape[4],)):
+        raise ValueError(f"phase_interleave: phases must be contiguous (N, H + 1, W + 1, 4, C), bias (C,); got "
+                         f"{tuple(phases.shape)} and {None if bias is None else tuple(bias.shape)}")
+    n, h1, w1, _, c = phases.shape
+    h, w = h1 - 1, w1 - 1
+    y = torch.empty((n, c, 2 * h, 2 * w), device=phases.device, dtype=phases.dtype, memory_format=torch.channels_last)
+    block_c = min(128, _pow2(c))
+    block_q = max(1, 4096 // block_c)
+    grid = (n * 2 * h, triton.cdiv(2 * w, block_q), triton.cdiv(c, block_c))
+    _phase_interleave_kernel[grid](phases, bias.contiguous() if bias is not None else phases, y, h, w, c,
+                                   HAS_BIAS=bias is not None, BLOCK_Q=block_q, BLOCK_C=block_c, num_warps=4)
+    return y
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, *,

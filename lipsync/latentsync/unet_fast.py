@@ -176,14 +176,20 @@ def nearest2x_conv_weights(conv: torch.nn.Conv2d) -> torch.Tensor:
     return torch.cat(phases).to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
 
 
+# False: nearest2x_conv interleaves its four phases with four strided torch copies / adds (A/B, debugging).
+PHASE_INTERLEAVE_KERNEL = True
+
+
 def nearest2x_conv(x: torch.Tensor, phases: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """conv3x3(nearest_2x(x)) from `nearest2x_conv_weights`: one bias-free 2x2 convolution with padding 1
     gives (N, 4 C, H + 1, W + 1); phase (a, b) is its window [a : a + H, b : b + W], interleaved (plus
-    the bias) into the (N, C, 2H, 2W) channels-last output."""
+    the bias) into the (N, C, 2H, 2W) channels-last output (on CUDA by kernels.phase_interleave, one pass)."""
     n, _, h, w = x.shape
     c = phases.shape[0] // 4
     out = F.conv2d(x, phases, None, padding=1)
     out = out.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).view(n, h + 1, w + 1, 4, c)
+    if PHASE_INTERLEAVE_KERNEL and out.is_cuda and kernels.available():
+        return kernels.phase_interleave(out, bias)
     y = torch.empty((n, c, 2 * h, 2 * w), device=x.device, dtype=out.dtype, memory_format=torch.channels_last)
     grid = y.permute(0, 2, 3, 1).view(n, h, 2, w, 2, c)
     for a in (0, 1):

@@ -5,7 +5,8 @@ encoder's and decoder's resnets and output norms with: our GroupNorm+SiLU kernel
 bias enters the second norm as a per-channel offset), bias-free convolutions, and one pass for conv2's
 (and the shortcut's) bias plus the residual. The decoder's up-samplers (nearest 2x + 3x3 conv) run as
 one 2x2 convolution of the small input with four output phases (unet_fast.nearest2x_conv: 2.25x fewer
-FLOPs, about a quarter of the decoder's at 512 px). The attention blocks and the down-samplers stay
+FLOPs, about a quarter of the decoder's at 512 px), interleaved by kernels.phase_interleave in one pass
+(32 frames at 512 px: 152.1 ms against 156.6 with four strided adds, H200). The attention blocks and the down-samplers stay
 diffusers'.
 `disable_fast_vae` undoes it (the weights stay channels-last).
 

@@ -212,6 +212,32 @@ def test_group_norm_of_a_concatenation(dtype, n, c1, c2, hw, frames, with_add):
 
 @torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, c_in, c, h, w, with_bias", [
+    (6, 640, 640, 32, 32, True),  # a v1.6 UNet up-sampler (output channels a multiple of the 128-wide block)
+    (4, 256, 256, 24, 40, True),  # a VAE decoder up-sampler, 256 channels, a non-square image
+    (3, 48, 80, 7, 9, False),  # odd sizes, channels not a power of two, no bias
+])
+def test_phase_interleave_kernel(monkeypatch, dtype, n, c_in, c, h, w, with_bias):
+    """nearest2x_conv's one-pass interleave (kernels.phase_interleave) gives the same bits as the four
+    strided torch copies / adds it replaces, and both are nearest 2x + the 3x3 convolution."""
+    from lipsync.latentsync import unet_fast
+    gen = torch.Generator(device=CUDA).manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, c, 3, padding=1, bias=with_bias).to(CUDA, dtype)
+    x = torch.randn(n, c_in, h, w, device=CUDA, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    phases = unet_fast.nearest2x_conv_weights(conv)
+    out = unet_fast.nearest2x_conv(x, phases, conv.bias)
+    monkeypatch.setattr(unet_fast, "PHASE_INTERLEAVE_KERNEL", False)
+    torch_way = unet_fast.nearest2x_conv(x, phases, conv.bias)
+    assert out.shape == (n, c, 2 * h, 2 * w) and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, torch_way)
+    ref = conv(F.interpolate(x.float(), scale_factor=2.0, mode="nearest").to(dtype)).float()
+    assert (out.float() - ref).abs().max().item() <= (1e-4 if dtype == torch.float32 else 3e-2) * ref.abs().max().item()
+    with pytest.raises(ValueError, match="phase_interleave"):
+        kernels.phase_interleave(torch.zeros(n, h + 1, w + 1, 3, c, device=CUDA, dtype=dtype), None)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_geglu_kernel(dtype):
     h = torch.randn(4096 + 7, 2 * 1280, device=CUDA).to(dtype)
     value, gate = h.float().chunk(2, dim=-1)
