@@ -10,7 +10,7 @@ on a synthetic 1280x720 portrait + 10 s of synthetic voice, 20 steps, CFG 1.5, D
     python bench/latentsync_pipeline.py --no-ab --chunks-per-call 4 --graphs on
     python bench/latentsync_pipeline.py --tiny             # CPU smoke check (tiny models, 2 s clip)
 
-Official reference (LATENTSYNC.md §7, H100, fp16, official pipeline, 252 frames, total call):
+Official reference (docs/latentsync.md §7, H100, fp16, official pipeline, 252 frames, total call):
 v1.5 37.3 s (6.7 fps), v1.5 + DeepCache 20.9 s, v1.6 75.0 s (3.4 fps), v1.6 + DeepCache 45.6 s.
 Ours, H200, torch 2.11 cu130, bf16, CUDA graphs, 250 frames, 2026-12-01 (total call), `--graphs on --fast on`
 (fused UNet with the CFG-pair sharing and the residual adds inside the GEMMs, fused VAE), two runs on

@@ -10,7 +10,7 @@ eager and under each --compile mode. FLOPs come from torch.utils.flop_counter on
     python bench/latentsync_unet.py --compile none,default,max-autotune-no-cudagraphs --json out.json
     python bench/latentsync_unet.py --tiny               # CPU smoke check with the tiny config
 
-Official pipeline reference on H100 fp16 (LATENTSYNC.md section 7): UNet call 75 ms (1.5) / 186 ms (1.6);
+Official pipeline reference on H100 fp16 (docs/latentsync.md section 7): UNet call 75 ms (1.5) / 186 ms (1.6);
 DeepCache cached call 14 ms / 42 ms.
 Ours, H100 80GB, torch 2.11 cu130, bf16, 2026-11-25 (full / cached call, 20-step CFG loop / with DeepCache):
   1.5 eager 55.8 / 5.2 ms, 0.98 / 0.40 s;  compile 37.9-44.6 / 3.3 ms, 0.84 / 0.36 s (compiles ~150-270 s)

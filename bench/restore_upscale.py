@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enhance.gfpgan import GFPGANv1Clean  # noqa: E402
-from enhance.registry import build_model  # noqa: E402
+from enhance.loaders import build_model  # noqa: E402
 from enhance.restore import FaceRestorer, RestoreOptions  # noqa: E402
 from enhance.rrdbnet import RRDBNet  # noqa: E402
 from enhance.srvgg import SRVGGNetCompact  # noqa: E402

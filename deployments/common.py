@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 import time
 
-from serve_app.settings import Settings
-from serve_app.storage import Storage, open_storage
+import ray
+
+from core.settings import Settings
+from core.storage import Storage, open_storage
 
 log = logging.getLogger("ray.serve")
 
@@ -22,10 +24,29 @@ GPU_STAGE_OPTIONS = dict(
 )
 
 
+def replica_gpu_fraction(configured: float | None) -> float | None:
+    """The GPU memory share this process may use, or None for no cap.
+
+    In a Ray actor (a Serve replica): its fractional GPU reservation (num_gpus 0.25 -> 0.25);
+    a whole GPU or more, or none, is no cap. Fractional GPUs share memory without isolation, so
+    each GPU stage caps its CUDA allocator at this share. Elsewhere (a driver, a task, no Ray):
+    `configured`, i.e. Settings.gpu_memory_fraction."""
+    if not ray.is_initialized():
+        return configured
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:
+        return configured
+    share = float(context.get_assigned_resources().get("GPU", 0.0))
+    return share if 0.0 < share < 1.0 else None
+
+
 def stage_setup(overrides: dict | None) -> tuple[Settings, Storage]:
-    """The stage's settings (environment + bound overrides) and its storage, opened exactly as
-    the ingress opens it: with PF_API_KEY set, the links a stage returns are signed."""
+    """The stage's settings (environment + bound overrides, with the replica's GPU share as its
+    memory cap) and its storage, opened exactly as the ingress opens it: with PF_API_KEY set,
+    the links a stage returns are signed."""
     settings = Settings.from_env(**(overrides or {}))
+    fraction = replica_gpu_fraction(settings.gpu_memory_fraction)
+    settings = settings.model_copy(update={"gpu_memory_fraction": fraction})
     return settings, open_storage(settings)
 
 

@@ -8,7 +8,7 @@ Load once, run many:
     frames = paste_back(frames, faces, affines, feather_px=16)
 Every object has `.engine`, a string for job metadata naming what ran.
 """
-from enhance.registry import (build_model, embedded_upscaler, load_face_restorer, load_upscaler,
+from enhance.loaders import (build_model, embedded_upscaler, load_face_restorer, load_upscaler,
                               resample_upscaler)
 from enhance.restore import FaceRestorer, RestoreOptions, paste_back
 from enhance.temporal import ResidualStabilizer, StabilizerOptions

@@ -1,13 +1,13 @@
 """Device, dtype and memory budget for one enhance replica.
 
 Ray's fractional GPUs share memory without isolation, so each GPU stage caps itself: the fraction
-is what Ray reserved for the replica (`replica_gpu_fraction`), the CUDA caching allocator is told
-once per process (set_per_process_memory_fraction), and tiles and batches are sized to fit it.
+(Settings.gpu_memory_fraction; a Serve replica sets it to its GPU reservation, see
+deployments/common.py) is told to the CUDA caching allocator once per process
+(set_per_process_memory_fraction), and tiles and batches are sized to fit it.
 """
 from __future__ import annotations
 
 import logging
-import sys
 
 import torch
 
@@ -32,30 +32,6 @@ def pick_dtype(device: torch.device, precision: str | None) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return PRECISIONS[precision or "fp16"]
-
-
-def ray_gpu_share() -> float | None:
-    """GPUs Ray reserved for the current actor (a Serve replica with num_gpus 0.25 -> 0.25), or
-    None outside a Ray actor. Never imports Ray: a Ray worker process has it loaded already."""
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
-        return None
-    context = ray.get_runtime_context()
-    if context.get_actor_id() is None:  # a driver or a task, not a replica
-        return None
-    return float(context.get_assigned_resources().get("GPU", 0.0))
-
-
-def replica_gpu_fraction(configured: float | None = None) -> float | None:
-    """The GPU memory share this process may use, or None for no cap.
-
-    Under Ray: the replica's fractional GPU reservation (a whole GPU or more, or none: no cap).
-    Elsewhere (in-process service, CLIs): `configured`, i.e. Settings.gpu_memory_fraction.
-    """
-    share = ray_gpu_share()
-    if share is None:
-        return configured
-    return share if 0.0 < share < 1.0 else None
 
 
 def cap_process_memory(index: int, fraction: float) -> float:

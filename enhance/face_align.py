@@ -9,8 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from faces.boxes import landmarks_from_box  # noqa: F401 (re-exported for the restore stage)
-from lipsync.latentsync.align import fit_similarity_lstsq
+from faces.geometry import fit_similarity_lstsq
 
 CROP = 512
 # left eye, right eye, nose tip, mouth left, mouth right at 512x512

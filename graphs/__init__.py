@@ -1,8 +1,8 @@
 """One module per job type; each `run(ctx)` writes its steps out in order."""
 from __future__ import annotations
 
+from core.jobs import JobType
 from graphs import lipsync_only, persona_build, video_render
-from serve_app.schemas import JobType
 
 GRAPHS = {
     JobType.lipsync_only: lipsync_only.run,

@@ -1,25 +1,27 @@
 """lipsync_only: image + voice -> lip-synced mp4 (the fast path)."""
 from __future__ import annotations
 
-from serve_app.runner import JobContext
-from serve_app.schemas import JobResult
-from stages.contracts import FinishRequest, LipSyncRequest
+from core import keys
+from core.jobs import JobResult
+from core.runner import JobContext
+from media.options import FinishOptions
+from stages.contracts import FINISHER, LIPSYNC, FinishRequest, LipSyncRequest
 
 
 async def run(ctx: JobContext) -> JobResult:
     req, inputs = ctx.request, ctx.request["inputs"]
 
     # 1. Lip-sync the still image to the voice (25 fps, the model's native rate).
-    synced = await ctx.call("lipsync", "run", LipSyncRequest(
+    synced = await ctx.call(LIPSYNC.run, LipSyncRequest(
         job_id=ctx.job_id, source_key=inputs["image"], audio_key=inputs["audio"],
         face_box=req.get("face_box"), quality=req["preset"]), span=(0.0, 0.8))
 
     # 2. Mux the voice and encode once with the quality preset; upload.
-    done = await ctx.call("finisher", "run", FinishRequest(
+    done = await ctx.call(FINISHER.run, FinishRequest(
         job_id=ctx.job_id, kind="lipsync", frames=synced.frames, voice_key=inputs["audio"],
-        options={"quality": req["preset"], "fps": synced.frames.fps, "normalize_loudness": False,
-                 "write_srt": False},
-        video_key=f"videos/{ctx.job_id}/lipsync.mp4"), span=(0.8, 1.0))
+        options=FinishOptions(quality=req["preset"], fps=synced.frames.fps,
+                              normalize_loudness=False, write_srt=False),
+        video_key=keys.lipsync_video(ctx.job_id)), span=(0.8, 1.0))
 
     return JobResult(success=True, output={"video": done.video_url}, metadata={
         "job_id": ctx.job_id, "quality": req["quality"], "preset": req["preset"],

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from serve_app.runner import JobContext
-from serve_app.schemas import JobResult
-from stages.contracts import FinishRequest, RestoreRequest, TakeRequest, UpscaleRequest
-from stages.personas import TAKE_FRAME_BOX, scale_box, take_key, write_manifest
+from core import keys
+from core.jobs import JobResult
+from core.runner import JobContext
+from media.options import FinishOptions
+from personas.manifest import TAKE_FRAME_BOX, write_manifest
+from stages.contracts import (FACE_RESTORE, FINISHER, LIPSYNC, UPSCALE, FinishRequest,
+                              RestoreRequest, TakeRequest, UpscaleRequest)
 
 
 async def run(ctx: JobContext) -> JobResult:
@@ -16,31 +19,31 @@ async def run(ctx: JobContext) -> JobResult:
     n = len(specs)
 
     # 1. Upscale the primary image once for the whole persona.
-    up = await ctx.call("upscale", "run", UpscaleRequest(
+    up = await ctx.call(UPSCALE.run, UpscaleRequest(
         job_id=ctx.job_id, image_key=inputs["primary_image"], max_width=TAKE_FRAME_BOX[0],
-        max_height=TAKE_FRAME_BOX[1], out_key=f"personas/{persona_id}/primary.png"),
+        max_height=TAKE_FRAME_BOX[1], out_key=keys.persona_primary(persona_id)),
         span=(0.0, 0.1))
 
     takes, engines = [], {"upscale": up.engine}
     for i, spec in enumerate(specs):
         lo, hi = 0.1 + 0.9 * i / n, 0.1 + 0.9 * (i + 1) / n
         # 2. Render the take: framing for the angle, idle motion scaled by intensity.
-        take = await ctx.call("lipsync", "render_take", TakeRequest(
+        take = await ctx.call(LIPSYNC.render_take, TakeRequest(
             job_id=ctx.job_id, persona_id=persona_id, index=i, image_key=up.image_key,
-            face_box=scale_box(req.get("face_box"), up.scale), emotion=spec["emotion"], angle=spec["angle"],
-            intensity=spec["intensity"]), span=(lo, lo + (hi - lo) * 0.5))
+            face_box=up.scaled_box(req.get("face_box")), emotion=spec["emotion"],
+            angle=spec["angle"], intensity=spec["intensity"]), span=(lo, lo + (hi - lo) * 0.5))
         engines["takes"] = take.engine
         # 3. Restore its faces once, here, so renders on this take never restore the base again.
-        restored = await ctx.call("face_restore", "run", RestoreRequest(
+        restored = await ctx.call(FACE_RESTORE.run, RestoreRequest(
             job_id=ctx.job_id, frames=take.frames, faces_key=take.track_key,
             weight=req["face_restore_weight"]), span=(lo + (hi - lo) * 0.5, lo + (hi - lo) * 0.7))
         engines["face_restore"] = restored.engine
         # 4. Encode and store it in the bucket and on the personas volume.
-        done = await ctx.call("finisher", "run", FinishRequest(
-            job_id=ctx.job_id, kind="take", frames=restored.frames,
-            options={"quality": "premium", "fps": take.frames.fps, "normalize_loudness": False,
-                     "write_srt": False},
-            video_key=take_key(persona_id, i)), span=(lo + (hi - lo) * 0.7, hi))
+        done = await ctx.call(FINISHER.run, FinishRequest(
+            job_id=ctx.job_id, kind="take", frames=restored.frames, persona_id=persona_id,
+            options=FinishOptions(quality="premium", fps=take.frames.fps,
+                                  normalize_loudness=False, write_srt=False),
+            video_key=keys.take_video(persona_id, i)), span=(lo + (hi - lo) * 0.7, hi))
         takes.append({"id": f"{persona_id}_take_{i}", "emotion": spec["emotion"],
                       "angle": spec["angle"], "intensity": spec["intensity"],
                       "video_url": done.video_url, "duration": round(done.duration_s, 3),

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import asyncio
 
-from serve_app.runner import JobContext
-from serve_app.schemas import JobResult
-from stages.contracts import (FinishRequest, LipSyncRequest, RestoreRequest, UpscaleRequest)
-from stages.errors import StageError
-from stages.personas import load_manifest, scale_box
+from core import keys
+from core.errors import StageError
+from core.jobs import JobResult
+from core.runner import JobContext
+from media.options import Caption, CaptionStyle, Ducking, FinishOptions, SfxTrack
+from personas.manifest import load_manifest
+from stages.contracts import (FACE_RESTORE, FINISHER, LIPSYNC, UPSCALE, FinishRequest,
+                              LipSyncRequest, RestoreRequest, UpscaleRequest)
 
 
 async def run(ctx: JobContext) -> JobResult:
@@ -24,23 +27,23 @@ async def run(ctx: JobContext) -> JobResult:
                       face_box=None)
         engines["upscale"] = "none (persona take, upscaled at build)"
     else:
-        up = await ctx.call("upscale", "run", UpscaleRequest(
+        up = await ctx.call(UPSCALE.run, UpscaleRequest(
             job_id=ctx.job_id, image_key=inputs["image"], max_width=fmt["width"],
-            max_height=fmt["height"], out_key=f"jobs/{ctx.job_id}/work/source.png"),
+            max_height=fmt["height"], out_key=keys.work(ctx.job_id, "source.png")),
             span=(0.0, 0.1))
         source = dict(source_key=up.image_key, source_kind="image",
-                      face_box=scale_box(req.get("face_box"), up.scale))
+                      face_box=up.scaled_box(req.get("face_box")))
         engines["upscale"] = up.engine
         counts["upscale_runs"] += up.runs
 
     # 2. Lip-sync at the model's 25 fps; the finisher converts to the format's fps.
-    synced = await ctx.call("lipsync", "run", LipSyncRequest(
+    synced = await ctx.call(LIPSYNC.run, LipSyncRequest(
         job_id=ctx.job_id, audio_key=inputs["audio"], quality=req["preset"], **source),
         span=(0.1, 0.6))
     engines["lipsync"] = synced.engine
 
     # 3. Restore only the generated face crops, with the alignment lip-sync already found.
-    restored = await ctx.call("face_restore", "run", RestoreRequest(
+    restored = await ctx.call(FACE_RESTORE.run, RestoreRequest(
         job_id=ctx.job_id, frames=synced.frames, faces_key=synced.faces_key,
         weight=req["face_restore_weight"]), span=(0.6, 0.7))
     engines["face_restore"] = restored.engine
@@ -48,18 +51,17 @@ async def run(ctx: JobContext) -> JobResult:
 
     # 4. Fit to the format, mix voice + music + ambience + SFX with ducking, burn captions,
     #    encode with the preset, thumbnail, upload.
-    media_keys = {k: v for k, v in inputs.items() if k.startswith(("music", "ambience", "sfx_"))}
-    done = await ctx.call("finisher", "run", FinishRequest(
+    done = await ctx.call(FINISHER.run, FinishRequest(
         job_id=ctx.job_id, kind="render", frames=restored.frames, voice_key=inputs["audio"],
-        options={"width": fmt["width"], "height": fmt["height"], "fps": fmt["fps"],
-                 "quality": req["preset"], "captions": req.get("captions", []),
-                 "caption_style": req.get("caption_style", {}),
-                 "ducking": req.get("ducking_config", {}),
-                 "sfx": [{"start_time": s["start_time"], "volume": s["volume"]}
-                         for s in req.get("sfx_tracks", [])]},
-        media_keys=media_keys,
-        video_key=f"videos/{ctx.job_id}/final.mp4",
-        thumbnail_key=f"videos/{ctx.job_id}/thumbnail.jpg"), span=(0.7, 1.0))
+        options=FinishOptions(
+            width=fmt["width"], height=fmt["height"], fps=fmt["fps"], quality=req["preset"],
+            music=inputs.get("music"), ambience=inputs.get("ambience"),
+            sfx=tuple(SfxTrack(**s) for s in req.get("sfx_tracks", [])),
+            captions=tuple(Caption(**c) for c in req.get("captions", [])),
+            caption_style=CaptionStyle(**req.get("caption_style", {})),
+            ducking=Ducking(**req.get("ducking_config", {}))),
+        video_key=keys.final_video(ctx.job_id),
+        thumbnail_key=keys.thumbnail(ctx.job_id)), span=(0.7, 1.0))
     engines["finisher"] = done.details.get("engine", "ffmpeg")
 
     output = {"video": done.video_url, "thumbnail": done.thumbnail_url}

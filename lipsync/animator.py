@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from faces.boxes import iou
-from faces.mtcnn import Face, FaceDetector
-from lipsync.source import pingpong_index
+from faces.mtcnn import FaceDetector
+from faces.track import FaceTrack, locate_face
+from lipsync.engine import RenderStats
+from lipsync.voice import VoiceOptions, openness_curve
 from media.frames import AUDIO_SAMPLE_RATE
 
 ENGINE = "embedded-mouth-animator"
@@ -32,28 +33,13 @@ ENGINE = "embedded-mouth-animator"
 # at 74% of the box height, mouth 36% of the box wide. Close for MTCNN boxes and drawn faces.
 BOX_MOUTH_Y = 0.74
 BOX_MOUTH_WIDTH = 0.36
-# A client face_box this close to a detected face means "that face": use its landmarks.
-FACE_BOX_MATCH_IOU = 0.3
-# Analysis window per video frame, in frames: long enough for two pitch periods of a low voice,
-# short enough that the gaps between syllables still close the mouth.
-WINDOW_FRAMES = 1.25
-# >1 makes quiet frames open less than loud ones, so syllable dips show on the lips.
-LOUD_EXPONENT = 1.2
-
-
-class NoFaceError(ValueError):
-    """The image has no detectable face and the client gave no face_box."""
 
 
 @dataclass(frozen=True)
 class MouthOptions:
     max_jaw_drop: float = 0.38           # lower-lip travel at openness 1, in mouth widths
-    attack_s: float = 0.03               # time constant of the mouth opening
-    release_s: float = 0.06              # time constant of the mouth closing (slower, like a jaw)
-    silence_dbfs: float = -45.0          # frames quieter than this keep the mouth shut
-    dynamic_range_db: float = 24.0       # this far below the clip's loud frames -> closed
-    closed_below: float = 0.03           # openness under this snaps to exactly closed
     inner_mouth_rgb: tuple[int, int, int] = (58, 22, 28)
+    voice: VoiceOptions = VoiceOptions()  # how the voice becomes openness (lipsync.voice)
 
 
 @dataclass(frozen=True)
@@ -61,118 +47,6 @@ class MouthGeometry:
     center: tuple[float, float]          # middle of the lip line (between the corners)
     width: float                         # corner-to-corner distance, pixels
     down: tuple[float, float]            # unit vector from upper to lower lip
-
-
-@dataclass(frozen=True, eq=False)
-class FaceTrack:
-    """Where the face is, per source frame. A still has one entry used for every frame.
-
-    A track shorter than the render is read ping-pong, the same way `video_frames` loops a take.
-    """
-
-    boxes: np.ndarray                    # (m, 4) x0, y0, x1, y1
-    landmarks: np.ndarray | None = None  # (m, 5, 2) MTCNN order, or None (box proportions)
-    source: Literal["landmarks", "face_box"] = "landmarks"
-
-    def __post_init__(self) -> None:
-        boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
-        if not len(boxes):
-            raise ValueError("a face track needs at least one box")
-        object.__setattr__(self, "boxes", boxes)
-        if self.landmarks is not None:
-            marks = np.asarray(self.landmarks, dtype=np.float64).reshape(-1, 5, 2)
-            if len(marks) != len(boxes):
-                raise ValueError(f"{len(marks)} landmark sets for {len(boxes)} boxes")
-            object.__setattr__(self, "landmarks", marks)
-
-    @classmethod
-    def from_face(cls, face: Face) -> "FaceTrack":
-        return cls(np.asarray([face.box]), np.asarray([face.landmarks]), "landmarks")
-
-    @classmethod
-    def from_box(cls, box: Sequence[float]) -> "FaceTrack":
-        return cls(np.asarray([box], dtype=np.float64), None, "face_box")
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def mouth(self, frame_index: int) -> MouthGeometry:
-        i = pingpong_index(frame_index, len(self))
-        if self.landmarks is not None:
-            return _mouth_from_landmarks(self.landmarks[i])
-        return _mouth_from_box(self.boxes[i])
-
-
-@dataclass(frozen=True)
-class RenderStats:
-    engine: str
-    frames: int
-    fps: float
-    seconds: float                       # frames / fps
-    mouth_source: str                    # "landmarks" | "face_box"
-    mean_openness: float
-    peak_openness: float
-    render_s: float                      # wall time of the render loop (encode included)
-
-
-def frame_count(n_samples: int, fps: float, sample_rate: int = AUDIO_SAMPLE_RATE) -> int:
-    """Video frames covering the voice: round(seconds x fps), never cut to a block size."""
-    return int(round(n_samples / sample_rate * fps))
-
-
-def openness_curve(audio: np.ndarray, fps: float, sample_rate: int = AUDIO_SAMPLE_RATE,
-                   options: MouthOptions = MouthOptions()) -> np.ndarray:
-    """Mouth openness in [0, 1] per video frame (float32, length `frame_count`)."""
-    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    n = frame_count(len(audio), fps, sample_rate)
-    if n == 0:
-        return np.zeros(0, dtype=np.float32)
-    db, f1, voiced = _frame_features(audio, n, fps, sample_rate)
-    # 1. Loudness relative to this clip's loud frames, so quiet and hot recordings both move.
-    speech = db > options.silence_dbfs
-    ref = np.percentile(db[speech], 95) if speech.any() else 0.0
-    loud = np.clip((db - (ref - options.dynamic_range_db)) / options.dynamic_range_db, 0, 1)
-    loud[~speech] = 0.0
-    # 2. Viseme-ish shaping: open vowels (high F1) open wider; hiss (s, f) barely opens.
-    target = loud ** LOUD_EXPONENT * (0.55 + 0.45 * f1) * (0.35 + 0.65 * voiced)
-    # 3. Attack/release smoothing: fast to open, slower to close.
-    up = 1.0 - np.exp(-1.0 / (fps * options.attack_s))
-    down = 1.0 - np.exp(-1.0 / (fps * options.release_s))
-    out = np.empty(n, dtype=np.float32)
-    level = 0.0
-    for i, t in enumerate(target):
-        level += (up if t > level else down) * (t - level)
-        out[i] = level
-    out[out < options.closed_below] = 0.0
-    return out
-
-
-def _frame_features(audio: np.ndarray, n: int, fps: float, sr: int,
-                    chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: level (dBFS), F1-ish openness cue in [0,1], voiced share of energy in [0,1]."""
-    win = int(round(WINDOW_FRAMES * sr / fps))     # a little over a frame, centred on it
-    n_fft = 1 << (win - 1).bit_length()
-    window = np.hanning(win).astype(np.float32)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    low = (freqs >= 80) & (freqs < 1000)           # voicing and the first formant
-    f1_band = (freqs >= 250) & (freqs < 1000)
-    high = (freqs >= 2500) & (freqs < 7000)        # frication
-    padded = np.pad(audio, (win, win))
-    db, f1, voiced = (np.empty(n, dtype=np.float32) for _ in range(3))
-    for start in range(0, n, chunk):               # chunks bound memory on long voices
-        idx = np.arange(start, min(start + chunk, n))
-        centres = np.round((idx + 0.5) * sr / fps).astype(np.int64) + win
-        segs = padded[centres[:, None] - win // 2 + np.arange(win)[None, :]] * window
-        power = np.mean(segs ** 2, axis=1) / np.mean(window ** 2)
-        db[idx] = 10 * np.log10(power + 1e-10)
-        spec = np.abs(np.fft.rfft(segs, n=n_fft, axis=1)) ** 2
-        # Floors relative to each frame's own energy keep the cues independent of the gain.
-        floor = 1e-9 * spec.sum(1) + 1e-30
-        e_low, e_high, e_f1 = spec[:, low].sum(1), spec[:, high].sum(1), spec[:, f1_band].sum(1)
-        voiced[idx] = e_low / (e_low + e_high + floor)
-        centroid = (spec[:, f1_band] * freqs[f1_band]).sum(1) / (e_f1 + floor)
-        f1[idx] = np.clip((centroid - 300.0) / 400.0, 0, 1)
-    return db, f1, voiced
 
 
 class MouthAnimator:
@@ -212,7 +86,7 @@ class MouthAnimator:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         started = time.perf_counter()
-        curve = openness_curve(audio, fps, sample_rate, self.options)
+        curve = openness_curve(audio, fps, sample_rate, self.options.voice)
         n = len(curve)
         every = max(1, n // 100)
         source = iter(frames)
@@ -222,7 +96,7 @@ class MouthAnimator:
             frame = next(source, None)
             if frame is None:
                 raise ValueError(f"the frame source ended after {i} of {n} frames")
-            write(mouth.apply(frame, track.mouth(i), float(curve[i])))
+            write(mouth.apply(frame, mouth_geometry(track, i), float(curve[i])))
             if progress is not None and (i + 1) % every == 0:
                 progress((i + 1) / n)
         if progress is not None and n % every:
@@ -324,35 +198,11 @@ def _mouth_from_box(box: np.ndarray) -> MouthGeometry:
                          max(BOX_MOUTH_WIDTH * (x1 - x0), 2.0), (0.0, 1.0))
 
 
-def _check_face_box(face_box: Sequence[float], w: int, h: int) -> tuple[float, float, float, float]:
-    try:
-        x0, y0, x1, y1 = (float(v) for v in face_box)
-    except (TypeError, ValueError):
-        raise ValueError(f"face_box must be [x0, y0, x1, y1] in pixels, got {face_box!r}") from None
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"face_box needs x1 > x0 and y1 > y0, got {face_box!r}")
-    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-        raise ValueError(f"face_box {face_box!r} lies outside the {w}x{h} image")
-    return (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
 
 
-def locate_face(detector: FaceDetector | None, image: np.ndarray,
-                face_box: Sequence[float] | None = None) -> FaceTrack:
-    """The face of a still as a one-entry FaceTrack (shared by every lip-sync engine).
-
-    With `face_box`: a detection overlapping it (IoU >= FACE_BOX_MATCH_IOU) lends its landmarks,
-    else the track is the box alone (source "face_box"). Raises NoFaceError when nothing is
-    found and no face_box was given; ValueError for a face_box outside the image.
-    """
-    h, w = np.asarray(image).shape[:2]
-    box = _check_face_box(face_box, w, h) if face_box is not None else None
-    faces = detector.detect(image) if detector is not None else []
-    if box is not None:
-        match = max(faces, key=lambda f: iou(f.box, box), default=None)
-        if match is not None and iou(match.box, box) >= FACE_BOX_MATCH_IOU:
-            return FaceTrack.from_face(match)
-        return FaceTrack.from_box(box)
-    if not faces:
-        raise NoFaceError("no face found in the image; pass input.face_box=[x0,y0,x1,y1] "
-                          "for stylised faces")
-    return FaceTrack.from_face(faces[0])
+def mouth_geometry(track: FaceTrack, frame_index: int) -> MouthGeometry:
+    """Where the mouth of output frame `frame_index` is: from landmarks, else the box."""
+    i = track.index(frame_index)
+    if track.landmarks is not None:
+        return _mouth_from_landmarks(track.landmarks[i])
+    return _mouth_from_box(track.boxes[i])

@@ -12,19 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
+from faces.track import pingpong_index
 from media.ffmpeg import MediaError
 from media.frames import read_frames
-
-
-def pingpong_index(k: int, m: int) -> int:
-    """Index into an m-frame clip of output frame k when the clip is looped forward-backward."""
-    if m <= 0:
-        raise ValueError("a clip needs at least one frame")
-    if m == 1:
-        return 0
-    period = 2 * m - 2
-    p = k % period
-    return p if p < m else period - p
 
 
 def still_frames(image: np.ndarray, n: int) -> Iterator[np.ndarray]:

@@ -15,9 +15,9 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Callable
 
 import ffmpeg
 import numpy as np
@@ -26,6 +26,7 @@ from media import captions as captions_mod
 from media import loudness, mix, picture, thumbnail
 from media.ffmpeg import MediaError, StreamInfo, probe, run
 from media.frames import save_image
+from media.options import FinishOptions
 from media.presets import EncodePreset, encode_preset
 
 AUDIO_BITRATE = "192k"
@@ -33,76 +34,8 @@ THUMBNAIL_JPEG_QUALITY = 90
 
 
 @dataclass(frozen=True)
-class CaptionStyle:
-    font_size: int = 48            # px on a 1080-wide frame; scaled with the output width
-    color: str = "white"           # fill: CSS name or #RRGGBB[AA]
-    stroke_color: str = "black"    # outline colour, same forms
-    stroke_width: float = 2        # outline px on a 1080-wide frame
-    position_y: float = 0.75       # bottom of the caption block, as a fraction of frame height
-
-
-@dataclass(frozen=True)
-class Ducking:
-    base_volume: float = 0.15      # music/ambience gain under speech (linear; 0.15 = -16.5 dB)
-    attack_ms: float = 50          # time to reach the ducked level once speech starts
-    release_ms: float = 300        # time to come back up once speech (and hold) ends
-    hold_ms: float = 100           # stay down this long after speech stops (bridges word gaps)
-
-
-@dataclass(frozen=True)
-class Caption:
-    text: str
-    start: float                   # seconds
-    end: float
-
-
-@dataclass(frozen=True)
-class SfxTrack:
-    path: str
-    start_time: float              # seconds from the start of the voice
-    volume: float = 1.0
-
-
-@dataclass(frozen=True)
-class FinishOptions:
-    width: int | None = None       # None = keep the source frame size
-    height: int | None = None
-    fps: float = 30
-    quality: str = "standard"      # draft | standard | premium | cinematic (or fast | high)
-    music_path: str | None = None
-    music_volume: float = 1.0
-    ambience_path: str | None = None
-    ambience_volume: float = 1.0
-    sfx: tuple[SfxTrack, ...] = ()
-    captions: tuple[Caption, ...] = ()
-    caption_style: CaptionStyle = CaptionStyle()
-    ducking: Ducking = Ducking()
-    normalize_loudness: bool = True    # -14 LUFS integrated, true peak <= -1 dBTP, two-pass
-    write_srt: bool = True
-    threads: int = 0                   # x264/ffmpeg threads; 0 = ffmpeg decides
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinishOptions":
-        """Build from plain JSON-like dicts (what the job request carries); unknown keys raise."""
-        data = dict(data)
-        nested = {
-            "caption_style": lambda v: CaptionStyle(**v) if isinstance(v, dict) else v,
-            "ducking": lambda v: Ducking(**v) if isinstance(v, dict) else v,
-            "captions": lambda v: tuple(Caption(**c) if isinstance(c, dict) else c for c in v),
-            "sfx": lambda v: tuple(SfxTrack(**s) if isinstance(s, dict) else s for s in v),
-        }
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown finish options: {', '.join(sorted(unknown))}")
-        for key, build in nested.items():
-            if data.get(key) is not None:
-                data[key] = build(data[key])
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class FinishResult:
+class FinishedVideo:
+    """What finish_video wrote (local files) and measured."""
     video_path: str
     thumbnail_path: str
     srt_path: str | None
@@ -119,33 +52,17 @@ class FinishResult:
 
 
 def _validate(opts: FinishOptions) -> None:
+    """What the option types cannot check on their own (captions, style, ducking and SFX
+    placements validate themselves when they are built)."""
     picture.fps_fraction(opts.fps)
     encode_preset(opts.quality)
     for name in ("music_volume", "ambience_volume"):
         if getattr(opts, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(opts, name)}")
-    for s in opts.sfx:
-        if s.start_time < 0 or s.volume < 0:
-            raise ValueError(f"sfx {os.path.basename(s.path)!r}: start_time and volume must "
-                             f"be >= 0, got {s.start_time}, {s.volume}")
-    d = opts.ducking
-    if not 0 <= d.base_volume <= 1 or d.attack_ms < 0 or d.release_ms < 0 or d.hold_ms < 0:
-        raise ValueError(f"ducking needs 0 <= base_volume <= 1 and non-negative times, got {d}")
-    for c in opts.captions:
-        if not (0 <= c.start < c.end):
-            raise ValueError(f"caption {c.text[:30]!r}: needs 0 <= start < end, got "
-                             f"[{c.start}, {c.end}]")
-    style = opts.caption_style
-    if not 0.0 < style.position_y <= 1.0:
-        raise ValueError(f"caption_style.position_y must be in (0, 1], got {style.position_y}")
-    if style.font_size <= 0 or style.stroke_width < 0:
-        raise ValueError(f"caption_style needs font_size > 0 and stroke_width >= 0, got {style}")
-    captions_mod.ass_colour(style.color)
-    captions_mod.ass_colour(style.stroke_color)
 
 
 def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOptions, *,
-                 progress: Callable[[float], None] | None = None) -> FinishResult:
+                 progress: Callable[[float], None] | None = None) -> FinishedVideo:
     """Mix, caption and encode `frames_path` (silent video) with `voice_path` into `out_dir`.
 
     Writes out_dir/final.mp4 (H.264 yuv420p BT.709, AAC, +faststart), out_dir/thumbnail.jpg at
@@ -225,7 +142,7 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
             lufs, peak = measured.integrated_lufs, measured.true_peak_dbtp
             seconds["measure"] = time.perf_counter() - t0
         report(1.0)
-        return FinishResult(
+        return FinishedVideo(
             video_path=video_path, thumbnail_path=thumb_path, srt_path=srt_path,
             duration_s=probe(video_path).duration_s, width=out_w, height=out_h,
             fps=float(fps), quality=preset.name, crf=preset.crf, x264_preset=preset.x264_preset,

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.io import wavfile
 
 from media.ffmpeg import MediaError, run
+from media.options import Ducking, FinishOptions, SfxTrack
 
 MIX_SAMPLE_RATE = 48000
 MIX_CHANNELS = 2
@@ -39,36 +40,18 @@ class Bed:
 
 
 @dataclass(frozen=True)
-class PlacedSound:
-    path: str
-    start_s: float
-    volume: float
-
-
-@dataclass(frozen=True)
-class DuckingParams:
-    base_volume: float = 0.15
-    attack_ms: float = 50
-    release_ms: float = 300
-    hold_ms: float = 100
-
-
-@dataclass(frozen=True)
 class MixSpec:
     beds: tuple[Bed, ...] = ()                 # music, ambience: looped/trimmed, ducked
-    sfx: tuple[PlacedSound, ...] = ()          # one-shots at their start time, not ducked
-    ducking: DuckingParams = DuckingParams()
+    sfx: tuple[SfxTrack, ...] = ()             # one-shots at their start time, not ducked
+    ducking: Ducking = Ducking()
     voice_gain: float = 1.0                    # 0 keeps the voice as sidechain only (tests)
 
     @classmethod
-    def from_options(cls, opts) -> "MixSpec":
-        """From media.finish.FinishOptions (duck-typed to keep this module import-light)."""
-        beds = tuple(Bed(p, v) for p, v in ((opts.music_path, opts.music_volume),
-                                            (opts.ambience_path, opts.ambience_volume)) if p)
-        sfx = tuple(PlacedSound(s.path, s.start_time, s.volume) for s in opts.sfx)
-        d = opts.ducking
-        return cls(beds=beds, sfx=sfx, ducking=DuckingParams(
-            d.base_volume, d.attack_ms, d.release_ms, d.hold_ms))
+    def from_options(cls, opts: FinishOptions) -> "MixSpec":
+        """The mix of finish options whose media locations are local files."""
+        beds = tuple(Bed(p, v) for p, v in ((opts.music, opts.music_volume),
+                                            (opts.ambience, opts.ambience_volume)) if p)
+        return cls(beds=beds, sfx=opts.sfx, ducking=opts.ducking)
 
 
 def decode_tracks(paths: list[str], sample_rate: int = MIX_SAMPLE_RATE) -> dict[str, np.ndarray]:
@@ -155,7 +138,7 @@ def _slew_db(target_db: np.ndarray, down_per_step: float, up_per_step: float) ->
     return out
 
 
-def ducking_gain(voice: np.ndarray, sample_rate: int, ducking: DuckingParams) -> np.ndarray:
+def ducking_gain(voice: np.ndarray, sample_rate: int, ducking: Ducking) -> np.ndarray:
     """Per-sample linear gain for the beds: 1 in silence, base_volume under speech."""
     active = _hold(voice_activity(voice, sample_rate),
                    int(round(ducking.hold_ms / CONTROL_HOP_MS)))
@@ -209,7 +192,7 @@ def loop_to(x: np.ndarray, n: int, sample_rate: int) -> np.ndarray:
 def build_mix(voice_path: str, spec: MixSpec, sample_rate: int = MIX_SAMPLE_RATE) -> np.ndarray:
     """The full mix, (n, 2) float32, exactly as long as the voice."""
     tracks = decode_tracks([voice_path, *(b.path for b in spec.beds),
-                            *(s.path for s in spec.sfx)], sample_rate)
+                            *(s.url for s in spec.sfx)], sample_rate)
     voice_lr = tracks[voice_path]
     n = len(voice_lr)
     if n == 0:
@@ -227,10 +210,10 @@ def build_mix(voice_path: str, spec: MixSpec, sample_rate: int = MIX_SAMPLE_RATE
 
     # 2. SFX: one-shots at their start time; the end of the voice cuts them with a short fade.
     for sfx in spec.sfx:
-        start = int(round(sfx.start_s * sample_rate))
+        start = int(round(sfx.start_time * sample_rate))
         if start >= n:
             continue
-        sound = tracks[sfx.path] * sfx.volume
+        sound = tracks[sfx.url] * sfx.volume
         if len(sound) > n - start:
             sound = _fade_out(sound[:n - start], SFX_FADE_OUT_S, sample_rate)
         out[start:start + len(sound)] += sound

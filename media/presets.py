@@ -1,4 +1,7 @@
-"""The render quality presets: x264 CRF and preset per quality name (SPEC §1 quality table)."""
+"""The quality presets, in one table: each preset's x264 CRF and speed preset, and the words
+clients may use for it (lipsync_only's fast | standard | high are aliases of draft | standard |
+premium). The API validates `quality` against it, the finisher encodes with it; a model stage
+chooses its own settings per preset name (LatentSync: lipsync/latentsync/pipeline.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,6 +23,15 @@ PRESETS: dict[str, EncodePreset] = {
 
 # lipsync_only's public quality names are aliases of the render presets.
 ALIASES = {"fast": "draft", "high": "premium"}
+
+
+# Every word a client may send as `quality`.
+QUALITY_NAMES = (*PRESETS, *ALIASES)
+
+
+def preset_name(quality: str) -> str:
+    """The preset a quality word names (aliases resolved); ValueError naming the choices."""
+    return encode_preset(quality).name
 
 
 def encode_preset(quality: str) -> EncodePreset:

@@ -1,4 +1,4 @@
-"""Personas: base takes of a portrait per angle and emotion (CPU reframing engine)."""
-from personas.takes import ANGLES, ENGINE, GRADES, TakeInfo, render_take
+"""Personas: base takes of a portrait per angle and emotion (takes.py: the embedded CPU reframer;
+liveportrait/: the LivePortrait-compatible engine) and where they are kept (manifest.py).
 
-__all__ = ["ANGLES", "ENGINE", "GRADES", "TakeInfo", "render_take"]
+Import-free on purpose: the ingress reads manifests without pulling in torch."""

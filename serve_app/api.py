@@ -22,12 +22,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_app.ids import check_id
+from core import keys
+from core.ids import check_id
+from core.runner import QueueFull
+from core.storage import LocalStorage, StorageError, link_signer
 from serve_app.inputs import InputError
-from serve_app.runner import QueueFull
-from serve_app.schemas import (ApiError, HealthResponse, RunRequest, RunResponse,
-                               StatusResponse)
-from serve_app.storage import LocalStorage, StorageError, link_signer
+from serve_app.schemas import ApiError, HealthResponse, RunRequest, RunResponse, StatusResponse
 
 # Every route can answer these (the guard runs before any route; storage may be down), all
 # with the ApiError body. 422 is an input that decodes but cannot be used (InputError).
@@ -268,7 +268,7 @@ def build_api() -> FastAPI:
             path: Path = storage.path(key)
         except StorageError:
             raise HTTPException(404, "no such file") from None
-        if not key.startswith(("videos/", "personas/")) or not path.is_file():
+        if not keys.is_public(key) or not path.is_file():
             raise HTTPException(404, "no such file")
         return FileResponse(path)
 

@@ -5,7 +5,7 @@ deployments. `build_app(args)` is the import path `serve deploy serve_config.yam
            └─► LipSync ──► Finisher                                   (lipsync_only)
            └─► Upscale ──► LipSync.render_take ──► FaceRestore ──► Finisher  (persona_build)
 
-Stages exchange storage keys, never frames (RAY_SERVE.md §1.2).
+Stages exchange storage keys, never frames (docs/serving.md §1.2).
 """
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from ray import serve
 
+from core.settings import Settings
+from core.storage import open_storage
 from deployments.face_restore import FaceRestore
 from deployments.finisher import Finisher
 from deployments.lipsync import LipSync
 from deployments.upscale import Upscale
 from serve_app.api import bind_service, build_api
 from serve_app.service import StudioService
-from serve_app.settings import Settings
-from serve_app.storage import open_storage
 
 log = logging.getLogger("ray.serve")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from serve_app.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 SAMPLES = REPO_ROOT / "samples"
 DEMO_HOME = REPO_ROOT / "var" / "demo"

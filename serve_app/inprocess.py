@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from core.settings import Settings
+from core.storage import Storage, open_storage
 from serve_app.service import StudioService
-from serve_app.settings import Settings
-from serve_app.storage import Storage, open_storage
 
 
 def build_stages(settings: Settings, storage: Storage) -> dict:

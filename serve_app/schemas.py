@@ -5,52 +5,24 @@ Inputs forbid unknown fields, so a typo ("captons") is a 400 naming it instead o
 """
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from media.captions import ass_colour
-from serve_app.ids import check_id
+from core.ids import check_id
+from core.jobs import ErrorInfo, JobResult, JobStatus
+from media.options import Caption, CaptionStyle, Ducking, SfxTrack
+from media.presets import QUALITY_NAMES, preset_name
 
-# quality (client word) -> render preset (SPEC.md quality table)
-QUALITY_PRESETS = {
-    "draft": "draft", "standard": "standard", "premium": "premium", "cinematic": "cinematic",
-    "fast": "draft", "high": "premium",
-}
-PRESET_X264 = {  # preset -> (CRF, x264 preset)
-    "draft": (28, "ultrafast"), "standard": (23, "medium"),
-    "premium": (18, "slow"), "cinematic": (15, "veryslow"),
-}
 MAX_FRAME_SIDE = 3840
 MAX_CAPTIONS = 500
 MAX_SFX = 64
 # The framings the take renderer knows (personas.takes.ANGLES, which imports torch: too heavy
-# for the ingress; tests/app/test_render_schema.py keeps the two equal).
+# for the ingress; tests/serve_app/test_schemas.py keeps the two equal).
 TakeAngle = Literal["front", "three_quarter", "closeup"]
 FaceRestoreWeight = Annotated[float, Field(
     ge=0, le=1, description="face-restore strength: 0 keeps the lip-synced face, 1 is the fully "
     "restored face (GFPGAN `weight`)")]
-
-
-class JobType(str, Enum):
-    lipsync_only = "lipsync_only"
-    video_render = "video_render"
-    persona_build = "persona_build"
-
-
-class JobStatus(str, Enum):
-    IN_QUEUE = "IN_QUEUE"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMED_OUT = "TIMED_OUT"
-
-    @property
-    def final(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED,
-                        JobStatus.TIMED_OUT)
 
 
 class _Strict(BaseModel):
@@ -75,13 +47,13 @@ class _Quality(_Strict):
     @field_validator("quality")
     @classmethod
     def _known_quality(cls, v: str) -> str:
-        if v not in QUALITY_PRESETS:
-            raise ValueError(f"unknown quality {v!r}; use one of {sorted(QUALITY_PRESETS)}")
+        if v not in QUALITY_NAMES:
+            raise ValueError(f"unknown quality {v!r}; use one of {sorted(QUALITY_NAMES)}")
         return v
 
     @property
     def preset(self) -> str:
-        return QUALITY_PRESETS[self.quality]
+        return preset_name(self.quality)
 
 
 class LipsyncOnlyInput(_Quality):
@@ -96,39 +68,6 @@ class LipsyncOnlyInput(_Quality):
     _box = field_validator("face_box")(_check_face_box)
 
 
-class SfxTrack(_Strict):
-    url: Media
-    start_time: float = Field(0.0, ge=0, le=3600)
-    volume: float = Field(1.0, ge=0, le=4)
-
-
-class Caption(_Strict):
-    text: str = Field(max_length=2000)
-    start: float = Field(ge=0)
-    end: float = Field(gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.end <= self.start:
-            raise ValueError(f"caption end ({self.end}) must be after start ({self.start})")
-        return self
-
-
-class CaptionStyle(_Strict):
-    font_size: int = Field(48, ge=8, le=300, description="pixels at a 1080-wide frame")
-    color: str = Field("white", max_length=32, description="CSS name, #RGB, #RRGGBB or #RRGGBBAA")
-    stroke_color: str = Field("black", max_length=32, description="same forms as `color`")
-    stroke_width: float = Field(2, ge=0, le=20)
-    position_y: float = Field(0.75, gt=0, le=1, description="bottom of the caption block, as a "
-                              "fraction of frame height (kept inside the safe area)")
-
-    @field_validator("color", "stroke_color")
-    @classmethod
-    def _known_colour(cls, v: str) -> str:
-        ass_colour(v)       # the finisher's own parser: what passes here renders there
-        return v
-
-
 class OutputFormat(_Strict):
     width: int = Field(1080, ge=64, le=MAX_FRAME_SIDE)
     height: int = Field(1920, ge=64, le=MAX_FRAME_SIDE)
@@ -139,15 +78,6 @@ class OutputFormat(_Strict):
         if self.width % 2 or self.height % 2:
             raise ValueError("format width and height must be even (yuv420p)")
         return self
-
-
-class DuckingConfig(_Strict):
-    base_volume: float = Field(0.15, ge=0, le=1, description="music/ambience gain under speech")
-    attack_ms: float = Field(50, ge=1, le=5000, description="ramp down once speech starts")
-    release_ms: float = Field(300, ge=1, le=10000, description="ramp back up once the hold ends")
-    hold_ms: float = Field(100, ge=0, le=5000, description="stay down this long after speech "
-                           "stops before the release starts (bridges the gaps between words; "
-                           "0 = release as soon as the voice stops)")
 
 
 class VideoRenderInput(_Quality):
@@ -164,7 +94,7 @@ class VideoRenderInput(_Quality):
     captions: list[Caption] = Field(default_factory=list, max_length=MAX_CAPTIONS)
     caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
     format: OutputFormat = Field(default_factory=OutputFormat)
-    ducking_config: DuckingConfig = Field(default_factory=DuckingConfig)
+    ducking_config: Ducking = Field(default_factory=Ducking)
     face_restore_weight: FaceRestoreWeight = 0.5
 
     _id = field_validator("job_id")(lambda v: check_id(v, "job_id"))
@@ -209,7 +139,7 @@ class PersonaBuildInput(_Strict):
 
     @property
     def preset(self) -> str:
-        return QUALITY_PRESETS[self.quality]
+        return preset_name(self.quality)
 
 
 JobInput = Annotated[Union[LipsyncOnlyInput, VideoRenderInput, PersonaBuildInput],
@@ -228,20 +158,6 @@ class RunRequest(BaseModel):
     input: JobInput
     webhook: str | None = Field(None, description="accepted for RunPod compatibility; not called")
     policy: dict[str, Any] | None = Field(None, description="accepted for RunPod compatibility")
-
-
-class ErrorInfo(BaseModel):
-    code: str
-    message: str
-
-
-class JobResult(BaseModel):
-    """The seed worker's response object: the `output` of a finished job."""
-    success: bool
-    output: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    duration_ms: int = 0
-    error: ErrorInfo | None = None
 
 
 class RunResponse(BaseModel):

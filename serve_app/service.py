@@ -15,16 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from core import keys
+from core.ids import check_id
+from core.jobs import JobRecord, JobStatus, JobType
+from core.runner import JobRunner, StageCall
+from core.settings import Settings
+from core.storage import Storage, StorageError, open_storage
 from graphs import GRAPHS
-from serve_app.ids import check_id
 from serve_app.inputs import FetchPolicy, InputError, Limits, acquire
-from serve_app.jobs import JobRecord
-from serve_app.runner import JobRunner, StageCall
-from serve_app.schemas import (HealthResponse, JobStatus, JobType, LipsyncOnlyInput,
-                               PersonaBuildInput, RunRequest, StatusResponse, VideoRenderInput,
-                               job_id_of)
-from serve_app.settings import Settings
-from serve_app.storage import Storage, StorageError, open_storage
+from serve_app.schemas import (HealthResponse, LipsyncOnlyInput, PersonaBuildInput, RunRequest,
+                               StatusResponse, VideoRenderInput, job_id_of)
 
 log = logging.getLogger("personaforge.service")
 
@@ -76,7 +76,7 @@ class StudioService:
             record = JobRecord(id=job_id, job_type=JobType(inp.job_type), request=request)
             stored, created = await self.runner.submit(record)
         if not created:  # a concurrent submission of this id won: its inputs are the job's
-            await asyncio.to_thread(self._drop, list(request["inputs"].values()))
+            await asyncio.to_thread(self._drop, _stored_media(request))
         return stored
 
     def _store_inputs(self, inp: Any, job_id: str) -> dict:
@@ -88,38 +88,38 @@ class StudioService:
         never overwrite the inputs of the job that won)."""
         job_type = JobType(inp.job_type)
         media = {name: getattr(inp, name) for name, _ in _MEDIA_FIELDS[job_type]}
+        sfx = list(getattr(inp, "sfx_tracks", []) or [])
         request = inp.model_dump(mode="json", exclude=set(media) | {"sfx_tracks"})
         request["preset"] = inp.preset
         request["job_id"] = job_id
-        sfx = getattr(inp, "sfx_tracks", []) or []
-        request["sfx_tracks"] = [{"start_time": s.start_time, "volume": s.volume} for s in sfx]
-        jobs = [(name, kind, value) for name, kind in _MEDIA_FIELDS[job_type]
-                if (value := media[name]) is not None]
-        jobs += [(f"sfx_{i}", "audio", s.url) for i, s in enumerate(sfx)]
-        inputs: dict[str, str] = {}
-        folder = f"jobs/{job_id}/inputs/{uuid.uuid4().hex[:12]}"
+        # (stored name, field named in errors, kind, value, limits) of every media input
+        todo = [(_INPUT_NAMES.get(name, name), f"input.{name}", kind, value, self.limits)
+                for name, kind in _MEDIA_FIELDS[job_type] if (value := media[name]) is not None]
+        todo += [(f"sfx_{i}", f"input.sfx_tracks[{i}].url", "audio", s.url, self.sfx_limits)
+                 for i, s in enumerate(sfx)]
+        stored: dict[str, str] = {}
+        folder = keys.input_folder(job_id, uuid.uuid4().hex[:12])
         tmp = Path(tempfile.mkdtemp(prefix=f"pf-in-{job_id}-"))
         deadline = time.monotonic() + self.fetch_budget_s
         try:
             # 1. Check every field first.
-            acquired = []
-            for name, kind, value in jobs:
-                field = f"input.{name}" if not name.startswith("sfx_") else \
-                    f"input.sfx_tracks[{name[4:]}].url"
-                limits = self.sfx_limits if name.startswith("sfx_") else self.limits
-                got = self._acquire(value, field, kind, str(tmp), limits, deadline)
-                acquired.append((_INPUT_NAMES.get(name, name), got.path))
+            acquired = [(name, self._acquire(value, field, kind, str(tmp), limits, deadline).path)
+                        for name, field, kind, value, limits in todo]
             # 2. Then store them.
             for name, path in acquired:
-                key = f"{folder}/{name}{Path(path).suffix}"
+                key = keys.input_file(folder, f"{name}{Path(path).suffix}")
                 self.storage.put_file(key, path)
-                inputs[name] = key
+                stored[name] = key
         except BaseException:
-            self._drop(list(inputs.values()))
+            self._drop(list(stored.values()))
             raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        request["inputs"] = inputs
+        # SFX travel as one list of typed tracks, each now pointing at its stored file
+        request["sfx_tracks"] = [
+            dataclasses.asdict(dataclasses.replace(s, url=stored.pop(f"sfx_{i}")))
+            for i, s in enumerate(sfx)]
+        request["inputs"] = stored
         return request
 
     def _acquire(self, value: str, field: str, kind: str, dest: str, limits: Limits,
@@ -191,6 +191,11 @@ class StudioService:
                   "inProgress": r.running, "inQueue": r.waiting, "retried": r.counts["retried"]},
             workers={"running": r.running, "idle": max(0, self.settings.max_running_jobs - r.running)},
             engines=self.engines)
+
+
+def _stored_media(request: dict) -> list[str]:
+    """The storage keys of a stored request's media (inputs and SFX tracks)."""
+    return [*request["inputs"].values(), *(s["url"] for s in request.get("sfx_tracks", []))]
 
 
 def _read(fn, job_id: str):

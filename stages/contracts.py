@@ -1,9 +1,15 @@
-"""What the stages send each other: small typed messages holding storage keys, never frames."""
+"""What the stages send each other: small typed messages holding storage keys, never frames,
+and the stage methods a job graph may call (`LIPSYNC.run`, `FINISHER.run`, ...), each declared
+once with its request and result types so a graph's call is checked and an editor can follow it
+to the implementation named in the declaration."""
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from core.runner import StageMethod
+from media.options import FinishOptions
 
 
 class FramesRef(BaseModel):
@@ -68,6 +74,10 @@ class UpscaleResult(BaseModel):
     runs: int
     seconds: float
 
+    def scaled_box(self, box: list[float] | None) -> list[float] | None:
+        """A box in the input image's pixels (a client face_box), in the output's pixels."""
+        return None if box is None else [v * self.scale for v in box]
+
 
 class TakeRequest(BaseModel):
     job_id: str
@@ -94,10 +104,11 @@ class FinishRequest(BaseModel):
     kind: Literal["lipsync", "render", "take"]
     frames: FramesRef
     voice_key: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)   # media.finish.FinishOptions fields
-    media_keys: dict[str, str] = Field(default_factory=dict)  # music/ambience/sfx_<i> -> key
+    # the finish options; their media locations (music, ambience, SFX) are storage keys
+    options: FinishOptions = Field(default_factory=FinishOptions)
     video_key: str                          # where the finished video goes
     thumbnail_key: str | None = None
+    persona_id: str | None = None           # a take: whose personas-volume folder keeps a copy
 
 
 class FinishResult(BaseModel):
@@ -112,3 +123,30 @@ class FinishResult(BaseModel):
     fps: float
     details: dict[str, Any] = Field(default_factory=dict)
     seconds: float
+
+
+class _LipSync:
+    run = StageMethod("lipsync", "run", LipSyncRequest, LipSyncResult,
+                      "stages.lipsync.LipSyncStage.run")
+    render_take = StageMethod("lipsync", "render_take", TakeRequest, TakeResult,
+                              "stages.lipsync.LipSyncStage.render_take")
+
+
+class _FaceRestore:
+    run = StageMethod("face_restore", "run", RestoreRequest, RestoreResult,
+                      "stages.restore.FaceRestoreStage.run")
+
+
+class _Upscale:
+    run = StageMethod("upscale", "run", UpscaleRequest, UpscaleResult,
+                      "stages.upscale.UpscaleStage.run")
+
+
+class _Finisher:
+    run = StageMethod("finisher", "run", FinishRequest, FinishResult,
+                      "stages.finish.FinishStage.run")
+
+
+LIPSYNC, FACE_RESTORE, UPSCALE, FINISHER = _LipSync, _FaceRestore, _Upscale, _Finisher
+STAGE_METHODS: tuple[StageMethod, ...] = (LIPSYNC.run, LIPSYNC.render_take, FACE_RESTORE.run,
+                                          UPSCALE.run, FINISHER.run)

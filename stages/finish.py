@@ -6,13 +6,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from media.ffmpeg import probe, run as ffmpeg
-from media.finish import (Caption, CaptionStyle, Ducking, FinishOptions, SfxTrack, finish_video)
-from serve_app.jobs import JobStore
-from serve_app.settings import Settings
-from serve_app.storage import Storage
+from core import keys
+from core.jobs import JobStore
+from core.settings import Settings
+from core.storage import Storage
+from media.ffmpeg import probe
+from media.ffmpeg import run as ffmpeg
+from media.finish import finish_video
+from personas.manifest import copy_to_volume
 from stages.contracts import FinishRequest, FinishResult
-from stages.personas import copy_to_volume
 from stages.progress import StageProgress
 from stages.workspace import scratch
 
@@ -37,7 +39,8 @@ class FinishStage:
             if req.kind == "take":
                 return self._take(req, frames, tmp, t0)
             voice = self.storage.get_file(req.voice_key, tmp)
-            opts = self._options(req, tmp)
+            # the options' media are storage keys: the same options, on local copies
+            opts = req.options.with_media(lambda key: str(self.storage.get_file(key, tmp)))
             res = finish_video(str(frames), str(voice), str(tmp / "out"), opts, progress=progress)
             progress(1.0, force=True)
             self.storage.put_file(req.video_key, res.video_path)
@@ -46,7 +49,7 @@ class FinishStage:
                 self.storage.put_file(thumb_key, res.thumbnail_path)
             srt_url = None
             if res.srt_path:
-                srt_key = str(Path(req.video_key).with_suffix(".srt"))
+                srt_key = keys.captions_sidecar(req.video_key)
                 self.storage.put_file(srt_key, res.srt_path)
                 srt_url = self.storage.url(srt_key)
             details = {"engine": ENGINE, "crf": res.crf, "x264_preset": res.x264_preset,
@@ -57,20 +60,6 @@ class FinishStage:
                 thumbnail_key=thumb_key, thumbnail_url=self.storage.url(thumb_key) if thumb_key else None,
                 srt_url=srt_url, duration_s=res.duration_s, width=res.width, height=res.height,
                 fps=res.fps, details=details, seconds=round(time.monotonic() - t0, 3))
-
-    def _options(self, req: FinishRequest, tmp: Path) -> FinishOptions:
-        o = dict(req.options)
-        keys = req.media_keys
-        path = lambda k: str(self.storage.get_file(keys[k], tmp)) if k in keys else None  # noqa: E731
-        sfx = tuple(SfxTrack(path=path(f"sfx_{i}"), start_time=s["start_time"],
-                             volume=s.get("volume", 1.0))
-                    for i, s in enumerate(o.pop("sfx", [])) if f"sfx_{i}" in keys)
-        captions = tuple(Caption(text=c["text"], start=c["start"], end=c["end"])
-                         for c in o.pop("captions", []))
-        style = CaptionStyle(**o.pop("caption_style", {}) or {})
-        ducking = Ducking(**o.pop("ducking", {}) or {})
-        return FinishOptions(music_path=path("music"), ambience_path=path("ambience"), sfx=sfx,
-                             captions=captions, caption_style=style, ducking=ducking, **o)
 
     def _take(self, req: FinishRequest, frames: Path, tmp: Path, t0: float) -> FinishResult:
         out = tmp / Path(req.video_key).name
@@ -84,8 +73,9 @@ class FinishStage:
         ], what="encoding persona take")
         # fmt: on
         self.storage.put_file(req.video_key, out)
-        persona_id = req.video_key.split("/")[1]
-        copy_to_volume(self.settings.personas_dir, persona_id, out, out.name)
+        if req.persona_id is None:
+            raise ValueError("a take's finish request names its persona_id")
+        copy_to_volume(self.settings.personas_dir, req.persona_id, out, out.name)
         info = probe(out)
         v = info.video
         return FinishResult(video_key=req.video_key, video_url=self.storage.url(req.video_key),

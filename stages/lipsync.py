@@ -7,26 +7,27 @@ does not grow with the length of the voice.
 """
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
+from core import keys
+from core.errors import StageError
+from core.jobs import JobStore
+from core.settings import Settings
+from core.storage import Storage
 from faces import Face, load_detector
-from lipsync.animator import MouthAnimator, NoFaceError, FaceTrack, frame_count
+from faces.track import FaceTrack, NoFaceError
+from lipsync.animator import MouthAnimator
 from lipsync.source import still_frames, video_frames
+from lipsync.voice import frame_count
 from media.ffmpeg import MediaError, probe
 from media.frames import FrameWriter, load_audio, load_image
+from personas.manifest import TAKE_FRAME_BOX, TAKE_SECONDS
 from personas.takes import render_take
-from serve_app.jobs import JobStore
-from serve_app.settings import Settings
-from serve_app.storage import Storage
-from stages.contracts import (FramesRef, LipSyncRequest, LipSyncResult, TakeRequest,
-                              TakeResult)
-from stages.errors import StageError
-from stages.personas import TAKE_FRAME_BOX, TAKE_SECONDS, track_key
+from stages.contracts import FramesRef, LipSyncRequest, LipSyncResult, TakeRequest, TakeResult
 from stages.progress import StageProgress
 from stages.workspace import scratch
 
@@ -47,17 +48,17 @@ class LipSyncStage:
         #    (download_models.py), else the embedded animator; the metadata says which ran.
         #    Weights present but unloadable is a start-up failure, never a silent fallback.
         self.latentsync = self._load_latentsync()
-        self.animator = self.latentsync or MouthAnimator(self.detector)
+        self.renderer = self.latentsync or MouthAnimator(self.detector)
         self.engine = self.latentsync.engine if self.latentsync is not None else EMBEDDED
         log.info("LipSync engine: %s", self.engine)
 
     def _load_latentsync(self):
-        from enhance.device import cap_process_memory, replica_gpu_fraction
+        from enhance.device import cap_process_memory
         from lipsync.latentsync.engine import load_latentsync_engine, resolve_device
 
         # Fractional GPUs share memory without isolation: stay inside this replica's share.
         device = resolve_device(self.settings.device)
-        fraction = replica_gpu_fraction(self.settings.gpu_memory_fraction)
+        fraction = self.settings.gpu_memory_fraction
         if device.type == "cuda" and fraction is not None:
             cap_process_memory(device.index or 0, fraction)
         return load_latentsync_engine(self.settings.models_dir, self.settings.latentsync_version,
@@ -67,7 +68,7 @@ class LipSyncStage:
         return {"engine": self.engine}
 
     def check_health(self) -> None:
-        if self.animator is None:
+        if self.renderer is None:
             raise RuntimeError("lip-sync engine not loaded")
 
     # ---- lip-sync -------------------------------------------------------------------------
@@ -89,13 +90,13 @@ class LipSyncStage:
             out = tmp / "lipsync.mp4"
             extra = {"quality": req.quality} if self.latentsync is not None else {}
             with FrameWriter(out, w, h, req.fps) as writer:
-                stats = self.animator.render(frames, track, audio, req.fps, writer.write,
+                stats = self.renderer.render(frames, track, audio, req.fps, writer.write,
                                              progress=progress, **extra)
-            key = f"jobs/{req.job_id}/work/lipsync.mp4"
+            key = keys.work(req.job_id, "lipsync.mp4")
             self.storage.put_file(key, out)
         # 4. The face geometry of the rendered frames, so face restore never detects again.
-        faces_key = f"jobs/{req.job_id}/work/faces.npz"
-        self.storage.put_bytes(faces_key, _track_bytes(track))
+        faces_key = keys.work(req.job_id, "faces.npz")
+        self.storage.put_bytes(faces_key, track.to_bytes())
         return LipSyncResult(
             frames=FramesRef(key=key, width=w, height=h, fps=req.fps, n_frames=stats.frames),
             faces_key=faces_key, engine=self.engine,
@@ -109,7 +110,7 @@ class LipSyncStage:
             image = load_image(path)
             image = _even(image)
             try:
-                track = self.animator.prepare(image, req.face_box)
+                track = self.renderer.prepare(image, req.face_box)
             except NoFaceError as e:
                 raise StageError("NO_FACE", str(e)) from None
             except ValueError as e:  # face_box outside the image etc.
@@ -126,9 +127,7 @@ class LipSyncStage:
         raw = self.storage.get_bytes(req.track_key) if req.track_key else None
         if raw is None:
             raise StageError("BAD_TAKE", "persona take has no face track; rebuild the persona")
-        data = np.load(io.BytesIO(raw))
-        marks = data["landmarks"] if "landmarks" in data.files else None
-        return FaceTrack(data["boxes"], marks, "landmarks" if marks is not None else "face_box")
+        return FaceTrack.from_bytes(raw)
 
     # ---- persona takes ------------------------------------------------------------------
     def render_take(self, req: TakeRequest) -> TakeResult:
@@ -136,7 +135,7 @@ class LipSyncStage:
         with scratch(self.settings, req.job_id, f"take{req.index}") as tmp:
             image = load_image(self.storage.get_file(req.image_key, tmp))
             try:
-                track = self.animator.prepare(image, req.face_box)
+                track = self.renderer.prepare(image, req.face_box)
             except NoFaceError as e:
                 raise StageError("NO_FACE", str(e)) from None
             out = tmp / f"take_{req.index}.mp4"
@@ -149,12 +148,12 @@ class LipSyncStage:
                                    size=TAKE_FRAME_BOX, lossless=True)
             except ValueError as e:
                 raise StageError("BAD_TAKE_SPEC", str(e)) from None
-            key = f"jobs/{req.job_id}/work/take_{req.index}.mp4"
+            key = keys.work(req.job_id, f"take_{req.index}.mp4")
             self.storage.put_file(key, out)
-            tkey = track_key(req.persona_id, req.index)
-            self.storage.put_bytes(tkey, _track_bytes(FaceTrack(
+            tkey = keys.take_track(req.persona_id, req.index)
+            self.storage.put_bytes(tkey, FaceTrack(
                 info.face_boxes, info.landmarks,
-                "landmarks" if info.landmarks is not None else "face_box")))
+                "landmarks" if info.landmarks is not None else "face_box").to_bytes())
         return TakeResult(
             frames=FramesRef(key=key, width=info.width, height=info.height, fps=info.fps,
                              n_frames=info.frames),
@@ -170,16 +169,6 @@ def _settings_of(stats, fps: float) -> dict:
         if hasattr(stats, name):
             out[name] = getattr(stats, name)
     return out
-
-
-def _track_bytes(track: FaceTrack) -> bytes:
-    """A face track as .npz: boxes (m, 4) and, when known, landmarks (m, 5, 2)."""
-    buf = io.BytesIO()
-    arrays = {"boxes": track.boxes}
-    if track.landmarks is not None:
-        arrays["landmarks"] = track.landmarks
-    np.savez(buf, **arrays)
-    return buf.getvalue()
 
 
 def _even(image: np.ndarray) -> np.ndarray:

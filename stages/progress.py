@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from serve_app.jobs import JobStore
-from stages.errors import JobCancelled
+from core.errors import JobCancelled
+from core.jobs import JobStore
 
 REPORT_EVERY_S = 1.0  # at most one storage write (and one cancel check) per second
 

@@ -3,18 +3,18 @@ generated frame, aligned from the landmarks the lip-sync stage recorded (no re-d
 feather it back, with the temporal stabiliser against flicker. Without: an honest pass-through."""
 from __future__ import annotations
 
-import io
 import logging
 import time
 
 import numpy as np
 
-from enhance.face_align import crop_faces, frame_to_crop, invert, landmarks_from_box
-from lipsync.source import pingpong_index
+from core import keys
+from core.jobs import JobStore
+from core.settings import Settings
+from core.storage import Storage
+from enhance.face_align import crop_faces, frame_to_crop, invert
+from faces.track import FaceTrack
 from media.frames import FrameWriter, read_frames
-from serve_app.jobs import JobStore
-from serve_app.settings import Settings
-from serve_app.storage import Storage
 from stages.contracts import FramesRef, RestoreRequest, RestoreResult
 from stages.progress import StageProgress
 from stages.workspace import scratch
@@ -35,13 +35,12 @@ class FaceRestoreStage:
         log.info("FaceRestore engine: %s", self.engine)
 
     def _load(self):
-        from enhance.device import replica_gpu_fraction
-        from enhance.registry import load_face_restorer
+        from enhance.loaders import load_face_restorer
         from enhance.restore import RestoreOptions
 
         device = None if self.settings.device == "auto" else self.settings.device
         # the replica's GPU share is its memory cap too (fractional GPUs do not isolate memory)
-        cap = replica_gpu_fraction(self.settings.gpu_memory_fraction)
+        cap = self.settings.gpu_memory_fraction
         return load_face_restorer(self.settings.models_dir / "gfpgan", device, RestoreOptions(memory_fraction=cap))
 
     def describe(self) -> dict:
@@ -57,7 +56,8 @@ class FaceRestoreStage:
         from enhance.temporal import ResidualStabilizer
 
         progress = StageProgress(self.store, req.job_id, "face_restore")
-        marks = self._landmarks(req.faces_key)
+        track = FaceTrack.from_bytes(self.storage.get_bytes(req.faces_key))
+        marks = track.five_points()
         stabilizer = ResidualStabilizer()
         n = req.frames.n_frames
         done = faces = 0
@@ -67,7 +67,7 @@ class FaceRestoreStage:
             with FrameWriter(out, req.frames.width, req.frames.height, req.frames.fps) as writer:
                 for batch in _batches(read_frames(src), BATCH):
                     # a take's track is read ping-pong, as the lip-sync stage looped the take
-                    idx = [pingpong_index(k, len(marks)) for k in range(done, done + len(batch))]
+                    idx = [track.index(k) for k in range(done, done + len(batch))]
                     to_crop = np.stack([frame_to_crop(marks[i]) for i in idx])
                     restored = self.restorer.restore(crop_faces(batch, to_crop), weight=req.weight,
                                                      stabilizer=stabilizer)
@@ -76,18 +76,12 @@ class FaceRestoreStage:
                     faces += len(restored)
                     done += len(batch)
                     progress(done / max(n, 1))
-            key = f"jobs/{req.job_id}/work/restored.mp4"
+            key = keys.work(req.job_id, "restored.mp4")
             self.storage.put_file(key, out)
         frames = FramesRef(key=key, width=req.frames.width, height=req.frames.height,
                            fps=req.frames.fps, n_frames=done)
         return RestoreResult(frames=frames, engine=self.engine, restored_faces=faces,
                              seconds=round(time.monotonic() - t0, 3))
-
-    def _landmarks(self, key: str) -> np.ndarray:
-        data = np.load(io.BytesIO(self.storage.get_bytes(key)))
-        if "landmarks" in data.files:
-            return data["landmarks"].reshape(-1, 5, 2)
-        return np.stack([landmarks_from_box(b) for b in data["boxes"].reshape(-1, 4)])
 
 
 def _batches(frames, size: int):

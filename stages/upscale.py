@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import time
 
+from core.settings import Settings
+from core.storage import Storage
 from media.frames import load_image, save_image
-from serve_app.settings import Settings
-from serve_app.storage import Storage
 from stages.contracts import UpscaleRequest, UpscaleResult
 from stages.workspace import scratch
 
@@ -38,13 +38,12 @@ class UpscaleStage:
         log.info("Upscale engine: %s", self.engine)
 
     def _load(self) -> dict:
-        from enhance.device import replica_gpu_fraction
-        from enhance.registry import load_upscaler, resample_upscaler
+        from enhance.loaders import load_upscaler, resample_upscaler
         from enhance.upscale import UpscaleOptions
 
         device = None if self.settings.device == "auto" else self.settings.device
         folder = self.settings.models_dir / "realesrgan"
-        opts = UpscaleOptions(memory_fraction=replica_gpu_fraction(self.settings.gpu_memory_fraction))
+        opts = UpscaleOptions(memory_fraction=self.settings.gpu_memory_fraction)
         x4 = next((m for name in X4_PREFERENCE
                    if (m := load_upscaler(folder, name, device, opts)) is not None), None)
         x2 = load_upscaler(folder, "RealESRGAN_x2plus", device, opts)

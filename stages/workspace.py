@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from serve_app.settings import Settings
+from core.settings import Settings
 
 
 @contextmanager

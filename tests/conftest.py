@@ -1,13 +1,20 @@
-"""Shared fixtures. Tests never reach the network except servers they start on 127.0.0.1."""
+"""Fixtures every test folder may use. Shared helpers (media, servers, the service as tests drive
+it) are plain modules in tests/support/. Tests never reach the network except servers they start
+on 127.0.0.1. Nothing here changes process-wide state for the whole run.
+"""
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
+from core.settings import Settings
+from tests.support.servers import start_media_server, stop_media_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -19,6 +26,63 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def pytest_collection_modifyitems(config, items):
+    """`requires_cuda` tests skip themselves where there is no CUDA device (CI deselects them
+    with -m; a plain `pytest` on a laptop skips them with the reason)."""
+    marked = [item for item in items if item.get_closest_marker("requires_cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in marked:
+        item.add_marker(skip)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Local settings with every root under the test's own folder."""
+    return Settings(storage="local", storage_dir=tmp_path / "store", cache_dir=tmp_path / "cache",
+                    models_dir=tmp_path / "models", personas_dir=tmp_path / "personas",
+                    public_base_url="http://127.0.0.1:9")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for this test (a shared 2-core box runs small models faster so); the
+    count is put back afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def server():
+    """An HTTP media server on 127.0.0.1 whose routes the test fills in (support.servers)."""
+    httpd, local = start_media_server("http")
+    yield local
+    stop_media_server(httpd, local)
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """HTTPS on 127.0.0.1 with a self-signed certificate for `media.example.test` only."""
+    from tests.support.certs import self_signed
+
+    cert, key = self_signed("media.example.test", tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd, local = start_media_server("https", ctx)
+    local.ca_file = str(cert)  # type: ignore[attr-defined]
+    yield local
+    stop_media_server(httpd, local)
 
 
 @pytest.fixture

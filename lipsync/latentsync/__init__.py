@@ -6,7 +6,7 @@ from lipsync.latentsync.checkpoint import CheckpointMismatchError, load_unet, re
 from lipsync.latentsync.config import UNET_V15, UNET_V16, UNetConfig, tiny_unet_config, unet_config
 from lipsync.latentsync.engine import (CudaGraphUNet, EngineSettings, LatentSyncEngine, LatentSyncRenderStats,
                                        load_latentsync_engine)
-from lipsync.latentsync.pipeline import (QUALITY_PRESETS, LatentSyncPipeline, PipelineOptions, PipelineStats,
+from lipsync.latentsync.pipeline import (SAMPLING_BY_PRESET, LatentSyncPipeline, PipelineOptions, PipelineStats,
                                          SamplingOptions, sampling_for_quality)
 from lipsync.latentsync.sampling import (
     LATENTSYNC_DDIM,
@@ -29,7 +29,7 @@ __all__ = [
     "LatentVAE",
     "PipelineOptions",
     "PipelineStats",
-    "QUALITY_PRESETS",
+    "SAMPLING_BY_PRESET",
     "SamplingOptions",
     "build_vae",
     "load_latentsync_engine",

@@ -1,4 +1,4 @@
-"""Face alignment into LatentSync's crop and paste-back into the frame (LATENTSYNC.md §2).
+"""Face alignment into LatentSync's crop and paste-back into the frame (docs/latentsync.md §2).
 
 Geometry, as the official `AlignRestore` (3-point mode) defines it:
 * three points per face: two eyebrow centres and a nose centre (`alignment_points_106/68/5`);
@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from faces.geometry import check_points, fit_similarity_lstsq
+
 TEMPLATE_UNITS = np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]])  # official, before × ratio
 CROP_UNITS = (75, 100)  # (w, h) before × ratio
 RATIO_AT_256 = 2.8
@@ -47,23 +49,13 @@ CANONICAL_3 = np.array([[-57.22, -29.80], [57.22, -29.80], [0.0, 54.90]])
 FIVE_POINT_WEIGHTS = np.array([1.0, 1.0, 1.0, 0.5, 0.5])
 
 
-def _points(pts: np.ndarray, n: int | None, what: str) -> np.ndarray:
-    arr = np.asarray(pts, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 2 or (n is not None and arr.shape[0] != n):
-        want = f"({n}, 2)" if n is not None else "(N, 2)"
-        raise ValueError(f"{what}: expected points of shape {want}, got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what}: points contain NaN or inf")
-    return arr
-
-
 def alignment_points_106(lm: np.ndarray, round_points: bool = True) -> np.ndarray:
     """Official HEAD points from InsightFace 2d106: brow {43,48–51}, brow 101–105, nose {74,77,83,86}.
 
     With `round_points` (official) the landmarks are rounded to int first and each mean is rounded
     half-to-even, as the pipeline does.
     """
-    lm = _points(lm, 106, "106-point landmarks")
+    lm = check_points(lm, 106, "106-point landmarks")
     if round_points:
         lm = np.round(lm)
     pts = np.stack([lm[[43, 48, 49, 50, 51]].mean(0), lm[101:106].mean(0), lm[[74, 77, 83, 86]].mean(0)])
@@ -72,24 +64,9 @@ def alignment_points_106(lm: np.ndarray, round_points: bool = True) -> np.ndarra
 
 def alignment_points_68(lm: np.ndarray, round_points: bool = True) -> np.ndarray:
     """1.5-era points from 68-point landmarks: means of 17–21, 22–26 and 27–35."""
-    lm = _points(lm, 68, "68-point landmarks")
+    lm = check_points(lm, 68, "68-point landmarks")
     pts = np.stack([lm[17:22].mean(0), lm[22:27].mean(0), lm[27:36].mean(0)])
     return np.round(pts) if round_points else pts
-
-
-def fit_similarity_lstsq(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Weighted least-squares similarity (rotation, uniform scale, translation) src → dst, (2, 3)."""
-    src, dst = _points(src, None, "source"), _points(dst, src.shape[0], "target")
-    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
-    cs, cd = (w[:, None] * src).sum(0) / w.sum(), (w[:, None] * dst).sum(0) / w.sum()
-    s, d = src - cs, dst - cd
-    norm = (w * (s ** 2).sum(1)).sum()
-    if norm <= 0:
-        raise ValueError("source points coincide: no similarity can be fitted")
-    a = (w * (s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1])).sum() / norm
-    b = (w * (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0])).sum() / norm
-    A = np.array([[a, -b], [b, a]])
-    return np.concatenate([A, (cd - A @ cs)[:, None]], axis=1)
 
 
 def alignment_points_5(lm: np.ndarray, round_points: bool = True) -> np.ndarray:
@@ -98,7 +75,7 @@ def alignment_points_5(lm: np.ndarray, round_points: bool = True) -> np.ndarray:
     See CANONICAL_5 / CANONICAL_3 above for the mapping. An approximation: real brows sit higher
     or lower than the mean face; the error is a small shift/scale of the crop, not a flip.
     """
-    lm = _points(lm, 5, "5-point landmarks")
+    lm = check_points(lm, 5, "5-point landmarks")
     M = fit_similarity_lstsq(CANONICAL_5, lm, FIVE_POINT_WEIGHTS)
     pts = CANONICAL_3 @ M[:, :2].T + M[:, 2]
     return np.round(pts) if round_points else pts
@@ -120,8 +97,8 @@ def similarity_transform(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray
     translation are the least-squares ones; scale is the std ratio (equal to the least-squares
     scale when the points are an exact similarity image of each other).
     """
-    P, cP, sP = _normalised(_points(src_pts, None, "source"))
-    Q, cQ, sQ = _normalised(_points(dst_pts, P.shape[0], "target"))
+    P, cP, sP = _normalised(check_points(src_pts, None, "source"))
+    Q, cQ, sQ = _normalised(check_points(dst_pts, P.shape[0], "target"))
     U, _, Vt = np.linalg.svd(P.T @ Q)
     V = Vt.T
     R = V @ U.T
@@ -134,8 +111,8 @@ def similarity_transform(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray
 
 def nose_offset(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
     """Unsmoothed translation tweak: normalised template nose − normalised detected nose (2,)."""
-    P, _, _ = _normalised(_points(src_pts, 3, "source"))
-    Q, _, _ = _normalised(_points(dst_pts, 3, "target"))
+    P, _, _ = _normalised(check_points(src_pts, 3, "source"))
+    Q, _, _ = _normalised(check_points(dst_pts, 3, "target"))
     return Q[2] - P[2]
 
 
@@ -203,7 +180,7 @@ class FaceAligner:
     # --- alignment -------------------------------------------------------------------------
     def matrix(self, points: np.ndarray) -> np.ndarray:
         """Frame → crop (2, 3) matrix for this frame's three points (advances smoothing)."""
-        points = _points(points, 3, "alignment points")
+        points = check_points(points, 3, "alignment points")
         M = similarity_transform(points, self.template)
         if self.options.smooth:
             b = nose_offset(points, self.template)

@@ -1,6 +1,6 @@
 """LatentSync's audio conditioning: 16 kHz waveform → Whisper features → one token block per frame.
 
-Steps (LATENTSYNC.md §3):
+Steps (docs/latentsync.md §3):
 1. `log_mel`: OpenAI Whisper log-mel (n_fft 400, hop 160, 80 Slaney mels), floored at the *whole
    clip's* max − 8, scaled (x + 4) / 4; N samples → N // 160 frames (100 per second).
 2. `encode_mel` / `encode_audio`: 30 s windows (3000 mel frames, the last one zero-padded in

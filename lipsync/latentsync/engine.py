@@ -23,11 +23,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from faces.boxes import BOX_LANDMARKS, landmarks_from_box  # noqa: F401 (re-exported)
+from faces.boxes import landmarks_from_box
 from faces.mtcnn import FaceDetector
-from lipsync.animator import FaceTrack, RenderStats, locate_face, openness_curve
+from faces.track import FaceTrack, locate_face
+from lipsync.engine import RenderStats
 from lipsync.latentsync.audio import SAMPLE_RATE
-from lipsync.latentsync.pipeline import FPS, LatentSyncPipeline, PipelineOptions, sampling_for_quality
+from lipsync.latentsync.pipeline import (FPS, LatentSyncPipeline, PipelineOptions,
+                                         sampling_for_quality)
+from lipsync.voice import openness_curve
 
 log = logging.getLogger("personaforge.latentsync")
 
@@ -114,8 +117,7 @@ class LatentSyncEngine:
             g = np.gcd(int(sample_rate), SAMPLE_RATE)
             voice = resample_poly(voice, SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
         # 2. Landmarks per track entry: the detector's, or placed from the box.
-        marks = track.landmarks if track.landmarks is not None else np.stack(
-            [landmarks_from_box(b) for b in track.boxes])
+        marks = track.five_points()
         quality = quality or self.settings.quality
         sampling = sampling_for_quality(quality, seed=self.settings.seed if seed is None else seed,
                                         guidance_scale=self.settings.guidance_scale)

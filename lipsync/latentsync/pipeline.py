@@ -1,6 +1,6 @@
 """LatentSync inference: a 16 kHz voice + face frames -> lip-synced frames, streamed chunk by chunk.
 
-`LatentSyncPipeline.__call__` follows the official `LipsyncPipeline` (LATENTSYNC.md §2-§6) with
+`LatentSyncPipeline.__call__` follows the official `LipsyncPipeline` (docs/latentsync.md §2-§6) with
 three product changes:
 * the frame count is `audio_frame_count` (the video covers the voice exactly; the tail is kept and
   nothing is cut or padded to a multiple of 16);
@@ -27,13 +27,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from faces.track import pingpong_index
 from lipsync.latentsync.align import AlignOptions, FaceAligner, alignment_points_5
 from lipsync.latentsync.audio import SAMPLE_RATE, audio_frame_count, encode_audio, frame_window_indices
 from lipsync.latentsync.mask import composite_in_crop, latent_mask, load_mask, mask_faces
 from lipsync.latentsync.sampling import LATENTSYNC_DEEPCACHE, SharedStart, denoise, initial_latents
 from lipsync.latentsync.vae import LatentVAE
 from lipsync.latentsync.whisper import WhisperAudioEncoder
-from lipsync.source import pingpong_index
 
 CHUNK_FRAMES = 16  # the model's training clip length (data.num_frames)
 FPS = 25  # the model's frame rate (Whisper windows are 2 feature positions per frame)
@@ -56,8 +56,9 @@ class SamplingOptions:
             raise ValueError(f"guidance_scale must be >= 1 (1 = no CFG), got {self.guidance_scale}")
 
 
-# Quality presets -> (steps, DeepCache). Premium tiers trade speed for the uncached UNet.
-QUALITY_PRESETS: dict[str, tuple[int, bool]] = {
+# What each quality preset (media/presets.py names them) samples with: (steps, DeepCache).
+# Premium tiers trade speed for the uncached UNet.
+SAMPLING_BY_PRESET: dict[str, tuple[int, bool]] = {
     "draft": (10, True),
     "standard": (20, True),
     "premium": (20, False),
@@ -67,9 +68,9 @@ QUALITY_PRESETS: dict[str, tuple[int, bool]] = {
 
 def sampling_for_quality(quality: str, *, seed: int = DEFAULT_SEED, guidance_scale: float = 1.5) -> SamplingOptions:
     """The SamplingOptions of a product quality preset (draft | standard | premium | cinematic)."""
-    if quality not in QUALITY_PRESETS:
-        raise ValueError(f"unknown quality {quality!r}; expected one of {sorted(QUALITY_PRESETS)}")
-    steps, deepcache = QUALITY_PRESETS[quality]
+    if quality not in SAMPLING_BY_PRESET:
+        raise ValueError(f"unknown quality {quality!r}; expected one of {sorted(SAMPLING_BY_PRESET)}")
+    steps, deepcache = SAMPLING_BY_PRESET[quality]
     return SamplingOptions(steps=steps, guidance_scale=guidance_scale, deepcache=deepcache, seed=seed)
 
 

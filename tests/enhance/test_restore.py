@@ -8,7 +8,8 @@ import torch
 from enhance.gfpgan import GFPGANv1Clean
 from enhance.restore import FaceRestorer, RestoreOptions, feather_mask, paste_back
 from enhance.temporal import ResidualStabilizer
-from tests.enhance.helpers import face_crop, golden_model, goldens
+from tests.enhance.goldens import golden_model, goldens
+from tests.support.portrait import face_crop
 
 # A 512-px GFPGAN small enough for CPU tests (random weights: it is not a face restorer; these
 # tests check plumbing, batching, blending and temporal behaviour, not restoration quality).

@@ -8,7 +8,8 @@ import torch
 from enhance.device import CPU_BUDGET_BYTES, pick_dtype
 from enhance.ncnn_convert import load_ncnn_model
 from enhance.upscale import LANCZOS_ENGINE, UpscaleOptions, Upscaler, axis_tiles, resize_lanczos
-from tests.enhance.helpers import golden_model, portrait_patch
+from tests.enhance.goldens import golden_model
+from tests.support.portrait import portrait_patch
 
 
 def max_level_diff(a: np.ndarray, b: np.ndarray) -> int:

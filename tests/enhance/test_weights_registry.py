@@ -10,14 +10,15 @@ import pytest
 import torch
 
 import enhance
-from enhance.registry import build_model, find_weight_file
+from core.settings import Settings
+from core.storage import open_storage
+from enhance.loaders import build_model, find_weight_file
 from enhance.upscale import UpscaleOptions
 from enhance.weights import load_weights, read_state_dict
-from serve_app.settings import Settings
-from serve_app.storage import open_storage
 from stages.restore import FaceRestoreStage
 from stages.upscale import UpscaleStage
-from tests.enhance.helpers import golden_model, goldens, portrait_patch, read_schema
+from tests.enhance.goldens import golden_model, goldens, read_schema
+from tests.support.portrait import portrait_patch
 from weights import registry
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 from skimage import data
 
 from faces import Face, iou, load_detector, nms
@@ -19,7 +18,6 @@ HAND_BROW_Y, HAND_CHIN_Y = 62, 160
 
 @pytest.fixture(scope="module")
 def detector():
-    torch.set_num_threads(2)
     return load_detector()
 
 

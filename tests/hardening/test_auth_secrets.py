@@ -16,11 +16,10 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from core.storage import LinkSigner
 from serve_app.api import build_api
-from serve_app.storage import LinkSigner
-from tests.hardening.conftest import (BASE, Recorder, make_client, tiny_job, wait_final_http,
-                                      watched_service)
-from tests.s3server import KEY, S3Server
+from tests.support.s3server import KEY, S3Server
+from tests.support.service import BASE, Recorder, make_client, tiny_job, wait_final, watched_service
 
 
 def _routes(app) -> list[tuple[str, str]]:
@@ -83,7 +82,7 @@ def test_every_route_but_health_needs_the_key(sandbox, tiny_media, figures):
         assert c.get(f"{BASE}/status/health").status_code == 401
         assert c.post(f"{BASE}/cancel/health").status_code == 401
         assert c.get(f"{BASE}/health").status_code == 200
-        st = wait_final_http(c, "health", headers=good)
+        st = wait_final(c, "health", headers=good)
         assert st["status"] == "COMPLETED"  # the unauthenticated cancel did nothing
         # 2. File links: the signature is the key; unsigned, tampered or foreign links fail.
         url = st["output"]["output"]["video"].replace("http://127.0.0.1:9", "")
@@ -141,7 +140,7 @@ def test_secrets_never_leak(tmp_path, sandbox, tiny_media, debug_logs, capfd, mo
     api_key = "pfk-" + uuid.uuid4().hex
     secret = "r2sec-" + uuid.uuid4().hex
     wrong_secret = "r2bad-" + uuid.uuid4().hex
-    monkeypatch.setattr("tests.s3server.SECRET", secret)
+    monkeypatch.setattr("tests.support.s3server.SECRET", secret)
     (tmp_path / "s3" / "media").mkdir(parents=True)
     s3 = S3Server(tmp_path / "s3").start()
     responses: list[bytes] = []
@@ -177,7 +176,7 @@ def test_secrets_never_leak(tmp_path, sandbox, tiny_media, debug_logs, capfd, mo
             keep(c.post(f"{BASE}/run", json={"input": noface}, headers=auth))
             keep(c.post(f"{BASE}/run", json={"input": {**job, "job_id": "../x"}}, headers=auth))
             for job_id, want in (("secret-ok", "COMPLETED"), ("secret-fail", "FAILED")):
-                st = wait_final_http(c, job_id, headers=auth)
+                st = wait_final(c, job_id, headers=auth)
                 assert st["status"] == want, st
                 keep(c.get(f"{BASE}/status/{job_id}", headers=auth))
             keep(c.post(f"{BASE}/runsync?wait=1000", json={"input": job}, headers=auth))

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from serve_app.api import build_api
-from tests.app.helpers import LocalServer
-from tests.hardening.conftest import (BASE, make_client, raw_request, tiny_job,
-                                      wait_final_http, watched_service)
+from tests.support.servers import AppServer as LocalServer
+from tests.support.service import (BASE, make_client, raw_request, tiny_job, wait_final,
+                                   watched_service)
 
 LIMIT = 256 * 1024
 CHUNK = b"A" * 65536
@@ -163,7 +163,7 @@ def test_hostile_ids_are_4xx_and_nothing_is_written(server, sandbox, tiny_media,
     # 4. The service still works afterwards, and writes only under its roots.
     with httpx.Client(base_url=server.url, timeout=30) as c:
         assert c.post(f"{BASE}/run", json={"input": tiny_job(tiny_media, "after-1")}).status_code == 200
-        assert wait_final_http(c, "after-1")["status"] == "COMPLETED"
+        assert wait_final(c, "after-1")["status"] == "COMPLETED"
     after = sandbox.snapshot()
     new = set(after) - set(before)
     roots = ("srv/data/store", "srv/data/cache", "srv/data/personas")

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from media.ffmpeg import probe
-from tests.app.helpers import free_port
-from tests.hardening.conftest import FINAL, long_job, raw_request
+from tests.support.servers import free_port
+from tests.support.service import FINAL, long_job, raw_request
 
 BOUND_S = 300  # the job must be final this long after the kill
 LIMIT = 8 * 1024 * 1024  # the long job (~2.5 MB of base64) fits

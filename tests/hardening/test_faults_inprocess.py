@@ -9,19 +9,18 @@ import threading
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from fastapi.testclient import TestClient
-
+from core.errors import JobCancelled
+from core.jobs import JobStore
+from core.storage import LocalStorage, open_storage
 from media.ffmpeg import probe
 from serve_app.api import build_api
 from serve_app.inprocess import build_service, build_stages
-from serve_app.jobs import JobStore
-from serve_app.storage import LocalStorage, open_storage
-from stages.errors import JobCancelled
-from tests.hardening.conftest import (BASE, Recorder, Watched, long_job, make_client,
-                                      tiny_job, wait_final_http)
-from tests.s3server import KEY, SECRET, S3Server
+from tests.support.s3server import KEY, SECRET, S3Server
+from tests.support.service import (BASE, BlockingStage, Recorder, Watched, long_job, make_client,
+                                   tiny_job, wait_final)
 
 
 def wait_running_stage(client, job_id: str, stage: str, timeout: float = 120) -> dict:
@@ -59,8 +58,8 @@ def test_cancel_stops_the_stage_and_frees_the_slot(sandbox, long_media, tiny_med
         t_cancel = time.time()
         r = c.post(f"{BASE}/cancel/long-a")
         assert r.status_code == 200 and r.json()["id"] == "long-a"
-        b = wait_final_http(c, "next-b")
-        a = wait_final_http(c, "long-a")
+        b = wait_final(c, "next-b")
+        a = wait_final(c, "long-a")
         # 1. The cancelled stage raised JobCancelled inside its own thread (the progress check).
         call = rec.wait_ended("long-a", "lipsync")
         assert isinstance(call.error, JobCancelled), call.error
@@ -84,25 +83,29 @@ def test_cancel_stops_the_stage_and_frees_the_slot(sandbox, long_media, tiny_med
 
 
 @pytest.mark.slow
-def test_job_past_its_time_limit_ends_timed_out_and_stops(sandbox, long_media, tiny_media, figures):
+def test_job_past_its_time_limit_ends_timed_out_and_stops(sandbox, tiny_media, figures):
+    """A lip-sync that would never end (a blocking stand-in that only a cancel stops) against a
+    2 s job limit: the job ends TIMED_OUT, the stage stops at its next progress check, nothing
+    of it is written, and the slot is free for the next job."""
     rec = Recorder()
-    settings = sandbox.settings(max_running_jobs=1, job_timeout_s=3.0)
+    blocking: list[BlockingStage] = []
+    settings = sandbox.settings(max_running_jobs=1, job_timeout_s=2.0)
     store = JobStore(LocalStorage(settings.storage_dir, "http://x"))
-    with make_client(settings, rec) as c:
-        assert c.post(f"{BASE}/run", json={"input": long_job(long_media, "slow-1")}).status_code == 200
-        st = wait_final_http(c, "slow-1")
+    wrap = {"lipsync": lambda stage: blocking.append(BlockingStage(stage)) or blocking[0]}
+    with make_client(settings, rec, wrap) as c:
+        assert c.post(f"{BASE}/run", json={"input": tiny_job(tiny_media, "slow-1")}).status_code == 200
+        st = wait_final(c, "slow-1")
         assert st["status"] == "TIMED_OUT" and st["output"]["error"]["code"] == "TIMED_OUT", st
-        assert st["output"]["success"] is False and "3s" in st["error"]
+        assert st["output"]["success"] is False and "2s" in st["error"]
         # the stage does not run on for nothing: it stops at its next progress check
         call = rec.wait_ended("slow-1", "lipsync")
         assert isinstance(call.error, JobCancelled), call.error
         frozen = _fraction(store, "slow-1")
-        time.sleep(1.5)
-        assert _fraction(store, "slow-1") == frozen < 1.0
+        assert frozen == blocking[0].reported[-1] < 1.0   # its last report is the last word
         assert not (settings.storage_dir / "jobs/slow-1/work/lipsync.mp4").exists()
         # and the slot is free for the next job
         assert c.post(f"{BASE}/run", json={"input": tiny_job(tiny_media, "after-t")}).status_code == 200
-        assert wait_final_http(c, "after-t")["status"] == "COMPLETED"
+        assert wait_final(c, "after-t")["status"] == "COMPLETED"
     figures.count("faults injected", 1, "job past its time limit")
     figures.note("timeout", f"TIMED_OUT; lip-sync stopped at {frozen:.0%}")
 
@@ -141,7 +144,7 @@ def test_s3_outages_mid_job_are_retried_and_the_job_completes(tmp_path, sandbox,
                                                              caplog, monkeypatch, figures):
     """Two outages of the S3 server in one job: one at a random point of the lip-sync stage
     (progress writes, cancel checks, heartbeats hit it), one exactly on the final upload."""
-    monkeypatch.setattr("serve_app.storage.UPLOAD_BACKOFF_S", 0.5)
+    monkeypatch.setattr("core.storage.UPLOAD_BACKOFF_S", 0.5)
     (tmp_path / "s3" / "media").mkdir(parents=True)
     s3 = S3Server(tmp_path / "s3").start()
     settings = sandbox.settings(storage="s3", r2_endpoint=s3.endpoint,
@@ -166,7 +169,7 @@ def test_s3_outages_mid_job_are_retried_and_the_job_completes(tmp_path, sandbox,
             servers.append(S3Server(s3.root, s3.port).start())
             storage._server = servers[-1]
             # 2. ... and again exactly when the finished video is uploaded (OutageAtUpload).
-            st = wait_final_http(c, "s3-1", timeout=240)
+            st = wait_final(c, "s3-1", timeout=240)
     finally:
         storage.stop()
         for server in servers:

@@ -16,8 +16,8 @@ import pytest
 
 from media.ffmpeg import probe
 from serve_app.api import build_api
-from tests.app.helpers import LocalServer
-from tests.hardening.conftest import BASE, FINAL, Recorder, tiny_job, watched_service
+from tests.support.servers import AppServer as LocalServer
+from tests.support.service import BASE, FINAL, Recorder, tiny_job, watched_service
 
 BURST = 100
 MAX_QUEUED = 20

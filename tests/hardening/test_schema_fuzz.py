@@ -18,7 +18,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error,
 
 from serve_app.api import build_api
 from serve_app.inputs import FetchPolicy
-from tests.hardening.conftest import Sandbox, watched_service
+from tests.support.service import Sandbox, watched_service
 
 MAX_EXAMPLES = 25
 SEEN: Counter = Counter()  # (operation, status) of every generated request

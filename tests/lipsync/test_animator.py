@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 
 from faces import load_detector
-from lipsync.animator import FaceTrack, MouthAnimator, NoFaceError, frame_count, openness_curve
+from faces.track import FaceTrack, NoFaceError
+from lipsync.animator import MouthAnimator, mouth_geometry
 from lipsync.source import still_frames
+from lipsync.voice import frame_count, openness_curve
 from media.ffmpeg import probe
 from media.frames import FrameWriter
-from tests.lipsync.synth import (EYES_BOX_256, FPS, MOUTH_BOX_256, SR, astronaut_256, bursts,
-                                 cartoon_face, frame_rms, vowel)
+from tests.support.portrait import EYES_BOX_256, MOUTH_BOX_256
+from tests.support.portrait import portrait_256 as astronaut_256
+from tests.support.voices import FPS, SR, bursts, cartoon_face, frame_rms, vowel
 
 # 2.6 s: speech bursts of 0.24-0.4 s between silences of 0.2-0.36 s.
 PATTERN = [(0.2, False), (0.32, True), (0.28, False), (0.24, True), (0.2, False), (0.4, True),
@@ -159,5 +162,5 @@ def test_openness_is_zero_in_silence_and_follows_vowels_more_than_hiss():
 def test_track_from_take_boxes_reads_ping_pong():
     boxes = np.array([[0, 0, 100, 100], [10, 0, 110, 100], [20, 0, 120, 100]], float)
     track = FaceTrack(boxes)
-    xs = [track.mouth(k).center[0] for k in range(6)]
+    xs = [mouth_geometry(track, k).center[0] for k in range(6)]
     assert xs == [50, 60, 70, 60, 50, 60]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipsync.animator import openness_curve
+from lipsync.voice import openness_curve
 from media.ffmpeg import probe
 from media.frames import load_audio, load_image
 from samples import make_samples

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from media.ffmpeg import probe
-from media.finish import Caption, CaptionStyle, FinishOptions, finish_video
-from synth_media import SR, all_frames, solid_frames, write_audio, write_frames
-from tests.app.helpers import b64, small_portrait, speechlike
-from tests.hardening.conftest import BASE, TINY_FACE_BOX, Sandbox, make_client, wait_final_http
+from media.finish import finish_video
+from media.options import Caption, CaptionStyle, FinishOptions
+from tests.support.finishing import SR, all_frames, solid_frames, write_audio, write_frames
+from tests.support.media import b64, small_portrait, speechlike
+from tests.support.service import BASE, TINY_FACE_BOX, Sandbox, make_client, wait_final
 
 W, H, FPS, BG = 180, 320, 10, 60
 SECONDS = 4.0
@@ -118,7 +119,7 @@ def test_hostile_caption_style_colours_are_refused_or_render(tmp_path, figures):
             assert any(f in message for f in STYLE_FIELDS), (color, stroke, message)
             refused += 1
         for job_id, color, stroke in accepted:
-            st = wait_final_http(c, job_id, timeout=300)
+            st = wait_final(c, job_id, timeout=300)
             assert st["status"] == "COMPLETED", (color, stroke, st.get("error"), st)
             info = probe(sandbox.roots / "store" / "videos" / job_id / "final.mp4")
             assert (info.video.width, info.video.height) == (96, 128) and info.audio is not None

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from media.ffmpeg import MediaError, probe
-from media.finish import (Caption, CaptionStyle, Ducking, FinishOptions, SfxTrack,
-                          finish_video)
+from media.finish import finish_video
+from media.options import Caption, CaptionStyle, Ducking, FinishOptions, SfxTrack
 from media.presets import encode_preset
-from synth_media import SR, solid_frames, write_audio, write_frames
+from tests.support.finishing import SR, solid_frames, write_audio, write_frames
 
 
 @pytest.fixture
@@ -27,13 +27,13 @@ def test_options_from_job_json():
         "captions": [{"text": "hi", "start": 0, "end": 1}],
         "caption_style": {"font_size": 60, "color": "#ffcc00"},
         "ducking": {"base_volume": 0.2, "attack_ms": 40, "release_ms": 250},
-        "sfx": [{"path": "/x.wav", "start_time": 1.5, "volume": 0.5}],
+        "sfx": [{"url": "/x.wav", "start_time": 1.5, "volume": 0.5}],
     })
     assert opts.captions == (Caption("hi", 0, 1),)
     assert opts.caption_style == CaptionStyle(font_size=60, color="#ffcc00")
     assert opts.ducking == Ducking(base_volume=0.2, attack_ms=40, release_ms=250)
     assert opts.sfx == (SfxTrack("/x.wav", 1.5, 0.5),)
-    with pytest.raises(ValueError, match="unknown finish options: colour"):
+    with pytest.raises(ValueError, match="colour"):
         FinishOptions.from_dict({"colour": "red"})
 
 
@@ -44,18 +44,20 @@ def test_quality_aliases_and_unknown_quality():
         encode_preset("ultra")
 
 
-@pytest.mark.parametrize("opts,message", [
-    (FinishOptions(quality="ultra"), "unknown quality"),
-    (FinishOptions(fps=0), "fps must be in"),
-    (FinishOptions(width=101, height=100), "must be positive and even"),
-    (FinishOptions(captions=(Caption("x", 2.0, 1.0),)), "needs 0 <= start < end"),
-    (FinishOptions(ducking=Ducking(base_volume=1.5)), "base_volume"),
-    (FinishOptions(caption_style=CaptionStyle(color="not-a-colour"),
-                   captions=(Caption("x", 0, 1),)), "unknown colour"),
+@pytest.mark.parametrize("make,message", [
+    (lambda: FinishOptions(quality="ultra"), "unknown quality"),
+    (lambda: FinishOptions(fps=0), "fps must be in"),
+    (lambda: FinishOptions(width=101, height=100), "must be positive and even"),
+    (lambda: FinishOptions(captions=(Caption("x", 2.0, 1.0),)), "needs 0 <= start < end"),
+    (lambda: FinishOptions(ducking=Ducking(base_volume=1.5)), "base_volume"),
+    (lambda: FinishOptions(caption_style=CaptionStyle(color="not-a-colour"),
+                           captions=(Caption("x", 0, 1),)), "unknown colour"),
+    (lambda: FinishOptions(sfx=(SfxTrack("/x.wav", start_time=-1),)), "start_time"),
 ])
-def test_bad_options_fail_early_and_readably(opts, message, inputs, tmp_path):
+def test_bad_options_fail_early_and_readably(make, message, inputs, tmp_path):
+    """Wrong values fail when the options are built or, at the latest, before any work."""
     with pytest.raises(ValueError, match=message):
-        finish_video(*inputs, str(tmp_path / "out"), opts)
+        finish_video(*inputs, str(tmp_path / "out"), make())
 
 
 def test_unreadable_input_raises_media_error_with_ffmpegs_words(inputs, tmp_path):

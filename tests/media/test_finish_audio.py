@@ -9,9 +9,10 @@ import pyloudnorm
 import pytest
 
 from media import loudness, mix
-from media.finish import Ducking, FinishOptions, SfxTrack, finish_video
-from synth_media import (SR, decode_audio, ebur128, solid_frames, speechlike, tone, write_audio,
-                         write_frames)
+from media.finish import finish_video
+from media.options import Ducking, FinishOptions, SfxTrack
+from tests.support.finishing import (SR, decode_audio, ebur128, solid_frames, speechlike, tone,
+                                     write_audio, write_frames)
 
 BASE = 0.15
 DROP_DB = 20 * np.log10(BASE)          # -16.5 dB
@@ -46,7 +47,7 @@ def test_final_mix_is_minus_14_lufs_with_true_peak_under_minus_1(frames, tmp_pat
     voice = write_audio(tmp_path / "v.wav", speechlike(4.0, [(0.5, 1.5), (2.0, 3.5)], level_db=-32))
     music = write_audio(tmp_path / "m.wav", tone(220, 1.3, -18))
     click = write_audio(tmp_path / "c.wav", _click(0.99))
-    opts = FinishOptions(width=64, height=64, fps=25, quality="draft", music_path=music,
+    opts = FinishOptions(width=64, height=64, fps=25, quality="draft", music=music,
                          sfx=(SfxTrack(click, 1.0), SfxTrack(click, 3.0, 1.0)))
     res = finish_video(frames, voice, str(tmp_path / "out"), opts)
     integrated, true_peak = ebur128(res.video_path, tmp_path)
@@ -84,7 +85,7 @@ def test_ducking_depth_and_attack_on_the_music_component(voice_db, tmp_path):
     music = tone(220, 6.0, -20)
     spec = mix.MixSpec(
         beds=(mix.Bed(write_audio(tmp_path / "m.wav", music), 1.0),),
-        ducking=mix.DuckingParams(BASE, attack_ms=50, release_ms=300, hold_ms=100),
+        ducking=Ducking(BASE, attack_ms=50, release_ms=300, hold_ms=100),
         voice_gain=0.0)           # test hook: voice drives the ducker but is not in the output
     out = mix.build_mix(write_audio(tmp_path / "v.wav", voice), spec)
     gain_db = 20 * np.log10(np.clip(_music_gain(out, music[:len(out)]), 1e-9, None))
@@ -109,7 +110,7 @@ def test_music_comes_back_after_hold_then_release(hold_ms, tmp_path):
     # hold_ms (API: ducking_config.hold_ms) keeps the music down after speech ends, then the
     # release_ms ramp brings it back: with hold 0 the release starts with the silence.
     release_ms = 300
-    opts = FinishOptions(music_path=write_audio(tmp_path / "m.wav", tone(220, 4.0, -20)),
+    opts = FinishOptions(music=write_audio(tmp_path / "m.wav", tone(220, 4.0, -20)),
                          ducking=Ducking(BASE, attack_ms=50, release_ms=release_ms,
                                          hold_ms=hold_ms))
     spec = dataclasses.replace(mix.MixSpec.from_options(opts), voice_gain=0.0)
@@ -132,7 +133,7 @@ def test_ducking_survives_the_whole_pipeline(frames, tmp_path):
     voice[SR:2 * SR] = tone(3000, 1.0, -20)
     voice[int(2.8 * SR):int(3.6 * SR)] = tone(3000, 0.8, -20)
     opts = FinishOptions(width=64, height=64, fps=25, quality="draft",
-                         music_path=write_audio(tmp_path / "m.wav", tone(200, 5.0, -20)),
+                         music=write_audio(tmp_path / "m.wav", tone(200, 5.0, -20)),
                          ducking=Ducking(base_volume=BASE))
     res = finish_video(frames, write_audio(tmp_path / "v.wav", voice), str(tmp_path / "out"),
                        opts)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from media.captions import safe_area
-from media.finish import Caption, CaptionStyle, FinishOptions, finish_video
-from synth_media import SR, all_frames, solid_frames, write_audio, write_frames
+from media.finish import finish_video
+from media.options import Caption, CaptionStyle, FinishOptions
+from tests.support.finishing import SR, all_frames, solid_frames, write_audio, write_frames
 
 W, H, FPS = 270, 480, 30
 BG = 60

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from media.ffmpeg import probe
-from media.finish import FinishOptions, SfxTrack, finish_video
-from synth_media import (click_time, ebur128, solid_frames, speechlike, tone, write_audio,
-                         write_frames)
+from media.finish import finish_video
+from media.options import FinishOptions, SfxTrack
+from tests.support.finishing import (click_time, ebur128, solid_frames, speechlike, tone,
+                                     write_audio, write_frames)
 
 OUT_SR = 48000
 FPS = 25
@@ -27,7 +28,7 @@ def test_mixed_rates_keep_duration_timing_and_loudness(voice_sr, tmp_path):
     click[:2] = 0.9                        # ~90 us pulse: broadband, unlike voice and music
     frames = write_frames(tmp_path / "f.mp4", solid_frames(40, 64, 64))
     opts = FinishOptions(width=64, height=64, fps=FPS, quality="draft",
-                         music_path=write_audio(tmp_path / "m.wav", music, 44100),
+                         music=write_audio(tmp_path / "m.wav", music, 44100),
                          sfx=(SfxTrack(write_audio(tmp_path / "c.wav", click, 22050), CLICK_AT),))
     res = finish_video(frames, voice, str(tmp_path / "out"), opts)
 

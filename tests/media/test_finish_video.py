@@ -1,15 +1,16 @@
 """The finisher's picture and container, measured with ffprobe, x264's own SEI and the pixels."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from media.ffmpeg import probe
-from media.finish import FinishOptions, finish_video
+from media.finish import finish_video
 from media.frames import load_image
+from media.options import FinishOptions
 from media.presets import encode_preset
-from synth_media import SR, all_frames, decode_audio, solid_frames, write_audio, write_frames
+from tests.support.finishing import (SR, all_frames, decode_audio, solid_frames, write_audio,
+                                     write_frames)
 
 
 def _voice(tmp_path, seconds: float, name: str = "v.wav") -> str:

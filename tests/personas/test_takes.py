@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from faces import iou, load_detector
-from lipsync.animator import FaceTrack, MouthAnimator
-from lipsync.source import video_frames
+from faces.track import FaceTrack
+from lipsync.animator import MouthAnimator
+from lipsync.source import pingpong_index, video_frames
 from media.ffmpeg import probe
 from media.frames import read_frames
-from personas import ANGLES, render_take
-from lipsync.source import pingpong_index
-from tests.lipsync.synth import bursts
+from personas.takes import ANGLES, render_take
+from tests.support.voices import bursts
 
 
 @pytest.fixture(scope="module")

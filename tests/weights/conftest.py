@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pytest
 
-from tests.weights.fileserver import FileServer
+from tests.support.fileserver import FileServer
 from weights.download import DownloadOptions
 from weights.fetch import FetchOptions
 
@@ -35,17 +34,3 @@ def fast() -> FetchOptions:
 @pytest.fixture
 def options(fast) -> DownloadOptions:
     return DownloadOptions(fetch=fast)
-
-
-def payload(n: int, seed: int = 0) -> bytes:
-    """Deterministic incompressible-looking bytes (a stand-in for a weights file)."""
-    out = bytearray()
-    block = seed.to_bytes(4, "little")
-    while len(out) < n:
-        block = hashlib.sha256(block).digest()
-        out += block
-    return bytes(out[:n])
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import download_models
-from tests.weights.conftest import payload, sha
+from tests.support.fileserver import payload, sha
 from weights import registry
 from weights.registry import Source, WeightFile
 

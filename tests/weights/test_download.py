@@ -10,8 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.weights.conftest import payload, sha
-from tests.weights.fileserver import Fault
+from tests.support.fileserver import Fault, payload, sha
 from weights.download import LOCK_NAME, UnsafeArchiveError, ensure_weights, extract_members
 from weights.fetch import DownloadError
 from weights.registry import Source, WeightFile

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.weights.conftest import payload, sha
-from tests.weights.fileserver import Fault
+from tests.support.fileserver import Fault, payload, sha
 from weights.fetch import (DownloadError, FetchOptions, HashMismatchError, InsecureURLError,
                            check_url, fetch)
 
