@@ -89,7 +89,7 @@ install_python() {
   # The torch pin lives in requirements.txt only; installing it first (from the chosen index)
   # means the requirements that follow keep that build instead of pulling another one.
   local torch_req
-  torch_req=$(grep -E '^torch==[0-9][^ ]*' requirements.txt | head -n1 | cut -d' ' -f1)
+  torch_req=$(grep -E '^torch==[0-9][^ ]*' requirements.txt | head -n1 | cut -d' ' -f1 || true)
   [ -n "$torch_req" ] || die "requirements.txt must pin torch (torch==X.Y.Z)"
   local req=requirements.txt
   [ "$dev" = 1 ] && req=requirements-dev.txt
