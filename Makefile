@@ -4,7 +4,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # pytest: a time budget per test (a hang fails the test, not the CI run); GPU-only tests
 # (requires_cuda) run on a GPU host with `make test PYTEST_ARGS=-q`
@@ -33,6 +32,10 @@ test: $(STAMP)
 serve: $(STAMP)
 	@echo "PersonaForge on http://127.0.0.1:8000 (API docs at /docs, Ray dashboard at http://127.0.0.1:8265)"
 	RAY_AUTH_MODE=disabled $(VENV)/bin/serve run serve_config.local.yaml
+
+# The Dockerfile's lint (tests/deploy runs it too, so `make test` covers it).
+lint: $(STAMP)
+	$(VENV)/bin/hadolint Dockerfile
 
 clean-demo:
 	rm -rf var/demo
