@@ -4,7 +4,7 @@
 #
 # Base: Ray's own image for the Ray version requirements.txt pins (ray[serve]==2.60.0), Python
 # 3.11 (CI's and the developers' Python) and CUDA 12.8; Ray's "-gpu" alias still means CUDA
-# 12.1, so the CUDA version is spelled out to match the torch index below. Ubuntu 22.04 inside;
+# 12.1, so the CUDA version is spelled out to match the torch index below. Ubuntu inside (apt);
 # it runs as the non-root user `ray` (uid 1000, gid 100) with Python in ~/anaconda3.
 FROM rayproject/ray:2.60.0-py311-cu128
 
