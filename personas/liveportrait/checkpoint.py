@@ -18,9 +18,10 @@ naming the file and the keys. The sizes come from `liveportrait/config.json` whe
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -140,6 +141,14 @@ def _strip_ddp(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        # Files in torch's legacy (pre-zip) format cannot be memory-mapped.
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_official_checkpoints(models_dir: str | Path) -> dict[str, Any]:
     """The five payloads from disk (CPU, memory-mapped), S's MLPs under our names
     {stitching, lip, eye} with `module.` prefixes removed."""
@@ -149,7 +158,7 @@ def read_official_checkpoints(models_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"LivePortrait checkpoints missing under {root}: {missing}")
     payloads = {}
     for tag, rel in LIVEPORTRAIT_FILES.items():
-        obj = torch.load(root / rel, map_location="cpu", weights_only=True, mmap=True)
+        obj = _torch_load(root / rel)
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"{rel}: expected a state dict, got {type(obj).__name__}")
         if tag == "S":

@@ -12,8 +12,9 @@ builds networks whose state dicts have exactly the shapes given.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -150,7 +151,7 @@ class LivePortraitConfig:
     stitching: StitchingConfig = field(default_factory=StitchingConfig)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LivePortraitConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> LivePortraitConfig:
         """From models.yaml's `model_params` layout (or a dict wrapping it as `model_params`).
         Missing sections and keys keep the full-size defaults."""
         data = data.get("model_params", data)

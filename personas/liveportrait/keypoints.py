@@ -15,7 +15,7 @@ A take edits a copy (e.g. `yaw + 18`, `exp + delta`) and calls `transform_keypoi
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SPADEResBlock
+from .blocks import SPADEResBlock, SpectralNormConv2d
 from .config import SpadeConfig
 
 NUM_MIDDLE_BLOCKS = 6
@@ -53,5 +53,5 @@ class SPADEDecoder(nn.Module):
     def fold_spectral_norm(self) -> None:
         """Cache every spectrally normalised weight (inference after loading)."""
         for module in self.modules():
-            if hasattr(module, "fold") and module is not self:
+            if isinstance(module, SpectralNormConv2d):
                 module.fold()

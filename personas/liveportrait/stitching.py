@@ -8,6 +8,8 @@ How the outputs are applied is in `keypoints.py`.
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -21,7 +23,7 @@ class RetargetingMLP(nn.Module):
         super().__init__()
         sizes = [cfg.input_size, *cfg.hidden_sizes]
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], cfg.output_size))
         self.mlp = nn.Sequential(*layers)

@@ -27,7 +27,10 @@ from safetensors.torch import load_file
 
 from personas.liveportrait import keypoints as kpm
 from personas.liveportrait.checkpoint import (
-    build_models, load_liveportrait, write_official_checkpoints)
+    build_models,
+    load_liveportrait,
+    write_official_checkpoints,
+)
 from personas.liveportrait.config import LivePortraitConfig
 from tests.personas.liveportrait.weights_rule import make_weight, official_state_dicts
 

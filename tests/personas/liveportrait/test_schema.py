@@ -12,8 +12,16 @@ import pytest
 import torch
 
 from personas.liveportrait.checkpoint import (
-    CONFIG_FILE, LIVEPORTRAIT_FILES, CheckpointError, build_models, export_state_dicts,
-    find_liveportrait, load_liveportrait, missing_liveportrait_files, write_official_checkpoints)
+    CONFIG_FILE,
+    LIVEPORTRAIT_FILES,
+    CheckpointError,
+    build_models,
+    export_state_dicts,
+    find_liveportrait,
+    load_liveportrait,
+    missing_liveportrait_files,
+    write_official_checkpoints,
+)
 from personas.liveportrait.config import LivePortraitConfig, infer_config
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "liveportrait"
