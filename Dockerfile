@@ -44,6 +44,7 @@ RUN dev=""; if [ "${PF_INSTALL_DEV}" = "1" ]; then dev="--dev"; fi; \
 # personas, cache) goes to /workspace, a volume in production and a writable folder otherwise.
 COPY . .
 ENV PYTHONPATH=/opt/personaforge \
+    PF_PRODUCTION=1 \
     PF_MODELS_DIR=/workspace/models \
     PF_PERSONAS_DIR=/workspace/personas \
     PF_CACHE_DIR=/workspace/cache

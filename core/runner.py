@@ -6,7 +6,9 @@ call them through typed `StageMethod`s (declared in stages/contracts.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -144,6 +146,7 @@ class JobRunner:
         self._done: dict[str, asyncio.Event] = {}
         self._running_ids: set[str] = set()
         self._taken_over: set[str] = set()  # runs that found a later attempt claimed elsewhere
+        self._record_locks: dict[str, threading.Lock] = {}  # running jobs: beat vs final save
         self._admitting = 0  # submissions holding a queue place (see admission())
         self._draining = False
         self._reaper: asyncio.Task | None = None
@@ -234,6 +237,9 @@ class JobRunner:
         await asyncio.to_thread(self.store.save, rec)
         ctx = JobContext(rec, self.settings, self.storage, self.store, self._call, [],
                          retry_delay_s=self.timings.stage_retry_delay_s)
+        # The heartbeat's saves and the final save take turns on this lock, in their threads:
+        # a beat already writing when the job ends must not land after the final record.
+        self._record_locks[job_id] = threading.Lock()
         beat = asyncio.get_running_loop().create_task(self._heartbeat(rec))
         budget = self.settings.job_timeout_s - (self.clock() - rec.created_at)
         t0 = time.monotonic()
@@ -271,6 +277,7 @@ class JobRunner:
                 code="INTERNAL", message=f"{type(e).__name__}: {_short(e)}"))
         finally:
             beat.cancel()
+            self._record_locks.pop(job_id, None)
 
     def _mark_final(self, rec: JobRecord, status: JobStatus, *, result: JobResult | None = None,
                     error: ErrorInfo | None = None) -> None:
@@ -285,6 +292,10 @@ class JobRunner:
     def _save_final(self, rec: JobRecord) -> bool:
         """Write the final record unless a later attempt was claimed elsewhere (then that run's
         result is the job's). True if written."""
+        with self._record_locks.get(rec.id) or contextlib.nullcontext():
+            return self._save_final_locked(rec)
+
+    def _save_final_locked(self, rec: JobRecord) -> bool:
         if rec.attempts and self.store.superseded(rec.id, rec.attempts):
             log.warning("job %s: attempt %d was taken over; its result is not written",
                         rec.id, rec.attempts)
@@ -327,9 +338,16 @@ class JobRunner:
                         task.cancel()
                     return
                 rec.heartbeat_at = self.clock()
-                await asyncio.to_thread(self.store.save, rec)
+                await asyncio.to_thread(self._save_beat, rec)
             except Exception as e:  # noqa: BLE001
                 log.warning("job %s: heartbeat skipped (%s)", rec.id, type(e).__name__)
+
+    def _save_beat(self, rec: JobRecord) -> None:
+        """One heartbeat's save, never after the final record: once the job is final (its
+        final save holds or held the lock), a late beat writes nothing."""
+        with self._record_locks.get(rec.id) or contextlib.nullcontext():
+            if not rec.status.final:
+                self.store.save(rec)
 
     async def cancel(self, job_id: str) -> JobRecord | None:
         rec = await asyncio.to_thread(self.store.get, job_id)

@@ -46,6 +46,9 @@ class Settings(BaseModel):
     personas_dir: Path = Path("/workspace/personas")
     cache_dir: Path = Path("/workspace/cache")
 
+    # Production mode: every GPU stage serves its real model or refuses (stages/readiness.py);
+    # never an embedded fallback. On in serve_config.yaml and the image, off locally.
+    production: bool = False
     api_key: SecretStr | None = None        # Bearer key; None = open (only sensible on 127.0.0.1)
     endpoint_id: str | None = None          # if set, /v2/<other id>/... answers 404
 
@@ -89,6 +92,7 @@ class Settings(BaseModel):
             models_dir=Path(_env("PF_MODELS_DIR", _default_dir("/workspace/models", local_root / "models"))),
             personas_dir=Path(_env("PF_PERSONAS_DIR", _default_dir("/workspace/personas", local_root / "personas"))),
             cache_dir=Path(_env("PF_CACHE_DIR", _default_dir("/workspace/cache", local_root / "cache"))),
+            production=_env_bool("PF_PRODUCTION", False),
             api_key=_env("PF_API_KEY"),
             endpoint_id=_env("PF_ENDPOINT_ID"),
             max_running_jobs=int(_env_float("PF_MAX_RUNNING_JOBS", 2)),

@@ -20,3 +20,6 @@ class FaceRestore:
 
     def describe(self) -> dict:
         return self.stage.describe()
+
+    def check_health(self) -> None:
+        self.stage.check_health()

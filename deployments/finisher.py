@@ -24,3 +24,6 @@ class Finisher:
 
     def describe(self) -> dict:
         return self.stage.describe()
+
+    def check_health(self) -> None:
+        self.stage.check_health()

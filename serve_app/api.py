@@ -27,6 +27,7 @@ from core.ids import check_id
 from core.runner import QueueFull
 from core.storage import LocalStorage, StorageError, link_signer
 from serve_app.inputs import InputError
+from serve_app.service import NotReady
 from serve_app.schemas import ApiError, HealthResponse, RunRequest, RunResponse, StatusResponse
 
 # Every route can answer these (the guard runs before any route; storage may be down), all
@@ -35,7 +36,8 @@ ERROR_RESPONSES = {status: {"model": ApiError, "description": why} for status, w
     (400, "bad input, naming the field"), (401, "missing or wrong Bearer API key"),
     (404, "no such job or endpoint"), (413, "request body too large"),
     (415, "media of an unsupported type"), (422, "media that cannot be used"),
-    (429, "queue full; see Retry-After"), (503, "storage unavailable; see Retry-After"))}
+    (429, "queue full; see Retry-After"),
+    (503, "storage unavailable, or (production mode) a stage without its model; see Retry-After"))}
 
 
 class PurgeResponse(BaseModel):
@@ -204,6 +206,10 @@ def build_api() -> FastAPI:
     async def _full(request: Request, exc: QueueFull):
         return _error(429, "QUEUE_FULL", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
 
+    @app.exception_handler(NotReady)
+    async def _not_ready(request: Request, exc: NotReady):
+        return _error(503, "NOT_READY", str(exc), headers={"Retry-After": "30"})
+
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError):
         return _error(503, "STORAGE_UNAVAILABLE", str(exc), headers={"Retry-After": "10"})
@@ -248,10 +254,13 @@ def build_api() -> FastAPI:
     async def purge_queue(endpoint_id: str, request: Request):
         return PurgeResponse(removed=await _svc(request).purge_queue())
 
-    @app.get("/v2/{endpoint_id}/health", response_model=HealthResponse,
-             responses=ERROR_RESPONSES)
+    @app.get("/v2/{endpoint_id}/health", response_model=HealthResponse, responses={
+        **ERROR_RESPONSES, 503: {"model": HealthResponse, "description": "not ready (production "
+                                 "mode: a stage without its model); the reasons are in the body"}})
     async def health(endpoint_id: str, request: Request):
-        return _svc(request).health()
+        health = _svc(request).health()
+        # 503 while not ready, so a load balancer or a probe routes around this replica
+        return JSONResponse(health.model_dump(mode="json"), status_code=200 if health.ready else 503)
 
     @app.get("/files/{key:path}", include_in_schema=False)
     async def files(key: str, request: Request, exp: int = 0, sig: str = ""):

@@ -80,16 +80,17 @@ class StudioIngress:
 
     async def check_health(self) -> None:
         # Runs on the replica's loop every health_check_period_s: the place to make sure the
-        # reaper (which adopts jobs of dead replicas) runs even before the first request.
+        # reaper (which adopts jobs of dead replicas) runs even before the first request, and
+        # to ask each stage what it serves and whether it can (production mode: /health and
+        # submissions follow the answers). The ingress itself stays healthy either way: it is
+        # what tells clients why jobs are refused.
         self.service.runner.start_reaper()
-        if not self.service.engines:
-            for name, handle in self._handles.items():
-                try:
-                    info = await asyncio.wait_for(handle.describe.remote(), 5)
-                    self.service.engines[name] = info.get("engine", "?")
-                except Exception:  # noqa: BLE001 - a stage still starting is not our failure
-                    self.service.engines.clear()
-                    return
+        for name, handle in self._handles.items():
+            try:
+                report = await asyncio.wait_for(handle.describe.remote(), 5)
+            except Exception:  # noqa: BLE001 - a stage starting or failing its health check
+                report = None
+            self.service.record_stage(name, report)
 
 
 def studio_deployment():

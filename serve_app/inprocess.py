@@ -29,6 +29,7 @@ def build_service(settings: Settings, stages: dict | None = None) -> StudioServi
         return await asyncio.to_thread(getattr(stages[stage], method), request)
 
     service = StudioService(settings, call, storage=storage)
-    service.engines = {name: s.describe()["engine"] for name, s in stages.items()
-                       if hasattr(s, "describe")}
+    for name, stage in stages.items():
+        if hasattr(stage, "describe"):
+            service.record_stage(name, stage.describe())
     return service

@@ -180,6 +180,9 @@ class HealthResponse(BaseModel):
     jobs: dict[str, int]
     workers: dict[str, int]
     engines: dict[str, str] = Field(default_factory=dict)
+    ready: bool = Field(True, description="false when jobs would be refused (production mode "
+                        "without a stage's model weights, or a stage not answering)")
+    reasons: list[str] = Field(default_factory=list, description="why not ready")
 
 
 class ApiError(BaseModel):

@@ -46,6 +46,18 @@ INPUT_WORKERS = 4
 INPUT_FETCH_BUDGET_S = 120.0
 
 
+# The stages a job may call: production mode needs each of them ready before it takes a job.
+STAGES = ("lipsync", "face_restore", "upscale", "finisher")
+
+
+class NotReady(Exception):
+    """Production mode and a stage cannot serve its real engine: jobs are refused (503)."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
 class StudioService:
     def __init__(self, settings: Settings, call: StageCall, storage: Storage | None = None):
         self.settings = settings
@@ -58,11 +70,42 @@ class StudioService:
         self.fetch_budget_s = INPUT_FETCH_BUDGET_S
         self.input_pool = ThreadPoolExecutor(INPUT_WORKERS, thread_name_prefix="pf-inputs")
         self.engines: dict[str, str] = {}
+        self.stage_reports: dict[str, dict] = {}   # each stage's last describe() answer
+        self.silent_stages: set[str] = set()       # stages that did not answer the last ask
+
+    def record_stage(self, name: str, report: dict | None) -> None:
+        """Keep what a stage said about itself (describe()); None = it did not answer. The last
+        answer is kept through silences: a failing replica's reason stays visible."""
+        if report is None:
+            self.silent_stages.add(name)
+            return
+        self.silent_stages.discard(name)
+        self.stage_reports[name] = report
+        self.engines[name] = report.get("engine", "?")
+
+    def not_ready(self) -> list[str]:
+        """Why jobs would be refused now: in production mode, every stage that reported it
+        cannot serve, or never answered. Outside production mode: nothing (the embedded
+        engines stand in)."""
+        if not self.settings.production:
+            return []
+        reasons = []
+        for name in STAGES:
+            report = self.stage_reports.get(name)
+            if report is not None and not report.get("ready", True):
+                reasons.append(report.get("reason") or f"{name} is not ready")
+            elif report is None or name in self.silent_stages:
+                reasons.append(f"{name}: no replica has answered yet (starting, or failing its "
+                               "health check)")
+        return reasons
 
     # ---- submit ----------------------------------------------------------------------------
     async def submit(self, req: RunRequest) -> JobRecord:
-        """Idempotent on job_id: a known id returns that job and never starts a second run."""
+        """Idempotent on job_id: a known id returns that job and never starts a second run.
+        Production mode without a ready stage: NotReady (503), before any input is read."""
         self.runner.start_reaper()
+        if reasons := self.not_ready():
+            raise NotReady(reasons)
         inp = req.input
         job_id = _checked_job_id(inp)
         existing = await asyncio.to_thread(self.runner.store.get, job_id)
@@ -190,7 +233,7 @@ class StudioService:
             jobs={"completed": r.counts["completed"], "failed": r.counts["failed"],
                   "inProgress": r.running, "inQueue": r.waiting, "retried": r.counts["retried"]},
             workers={"running": r.running, "idle": max(0, self.settings.max_running_jobs - r.running)},
-            engines=self.engines)
+            engines=self.engines, ready=not (reasons := self.not_ready()), reasons=reasons)
 
 
 def _stored_media(request: dict) -> list[str]:

@@ -10,7 +10,7 @@ from core import keys
 from core.jobs import JobStore
 from core.settings import Settings
 from core.storage import Storage
-from media.ffmpeg import probe
+from media.ffmpeg import MediaError, ffmpeg_bin, ffprobe_bin, probe
 from media.ffmpeg import run as ffmpeg
 from media.finish import finish_video
 from personas.manifest import copy_to_volume
@@ -29,7 +29,16 @@ class FinishStage:
         self.store = JobStore(self.storage)
 
     def describe(self) -> dict:
-        return {"engine": ENGINE}
+        try:
+            self.check_health()
+        except MediaError as e:
+            return {"engine": ENGINE, "ready": False, "reason": f"Finisher: {e}"}
+        return {"engine": ENGINE, "ready": True, "reason": None}
+
+    def check_health(self) -> None:
+        """ffmpeg and ffprobe are where the finisher looks for them (MediaError otherwise)."""
+        ffmpeg_bin()
+        ffprobe_bin()
 
     def run(self, req: FinishRequest) -> FinishResult:
         t0 = time.monotonic()

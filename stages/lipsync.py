@@ -19,7 +19,7 @@ from core.jobs import JobStore
 from core.settings import Settings
 from core.storage import Storage
 from faces import Face, load_detector
-from faces.track import FaceTrack, NoFaceError
+from faces.track import FaceTrack, NoFaceError, locate_face
 from lipsync.animator import MouthAnimator
 from lipsync.source import still_frames, video_frames
 from lipsync.voice import frame_count
@@ -29,7 +29,9 @@ from personas.manifest import TAKE_FRAME_BOX, TAKE_SECONDS
 from personas.takes import render_take
 from stages.contracts import FramesRef, LipSyncRequest, LipSyncResult, TakeRequest, TakeResult
 from stages.progress import StageProgress
+from stages.readiness import READY, require_weights, unavailable_engine
 from stages.workspace import scratch
+from weights.registry import latentsync_names
 
 log = logging.getLogger("personaforge.lipsync")
 
@@ -47,9 +49,19 @@ class LipSyncStage:
         # 2. The engine: LatentSync when its weights are on the models volume
         #    (download_models.py), else the embedded animator; the metadata says which ran.
         #    Weights present but unloadable is a start-up failure, never a silent fallback.
+        #    Production mode: LatentSync or nothing (stages/readiness.py).
         self.latentsync = self._load_latentsync()
-        self.renderer = self.latentsync or MouthAnimator(self.detector)
-        self.engine = self.latentsync.engine if self.latentsync is not None else EMBEDDED
+        self.readiness = READY
+        if self.latentsync is not None:
+            self.renderer, self.engine = self.latentsync, self.latentsync.engine
+        elif settings.production:
+            version = settings.latentsync_version
+            self.readiness = require_weights("LipSync", settings.models_dir,
+                                             latentsync_names(version),
+                                             f"--only lipsync --version {version}")
+            self.renderer, self.engine = None, unavailable_engine(self.readiness)
+        else:
+            self.renderer, self.engine = MouthAnimator(self.detector), EMBEDDED
         log.info("LipSync engine: %s", self.engine)
 
     def _load_latentsync(self):
@@ -65,15 +77,17 @@ class LipSyncStage:
                                       device=self.settings.device, detector=self.detector)
 
     def describe(self) -> dict:
-        return {"engine": self.engine}
+        return {"engine": self.engine, **self.readiness.describe()}
 
     def check_health(self) -> None:
-        if self.renderer is None:
-            raise RuntimeError("lip-sync engine not loaded")
+        if not self.readiness.ready:
+            raise RuntimeError(self.readiness.reason)
 
     # ---- lip-sync -------------------------------------------------------------------------
     def run(self, req: LipSyncRequest) -> LipSyncResult:
         t0 = time.monotonic()
+        if self.renderer is None:
+            raise StageError("ENGINE_UNAVAILABLE", self.readiness.reason)
         progress = StageProgress(self.store, req.job_id, "lipsync")
         with scratch(self.settings, req.job_id, "lipsync") as tmp:
             # 1. The voice, at the model's 16 kHz; the frame count follows its length.
@@ -135,7 +149,7 @@ class LipSyncStage:
         with scratch(self.settings, req.job_id, f"take{req.index}") as tmp:
             image = load_image(self.storage.get_file(req.image_key, tmp))
             try:
-                track = self.renderer.prepare(image, req.face_box)
+                track = locate_face(self.detector, image, req.face_box)
             except NoFaceError as e:
                 raise StageError("NO_FACE", str(e)) from None
             out = tmp / f"take_{req.index}.mp4"

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from core import keys
+from core.errors import StageError
 from core.jobs import JobStore
 from core.settings import Settings
 from core.storage import Storage
@@ -17,6 +18,7 @@ from faces.track import FaceTrack
 from media.frames import FrameWriter, read_frames
 from stages.contracts import FramesRef, RestoreRequest, RestoreResult
 from stages.progress import StageProgress
+from stages.readiness import READY, RESTORE_WEIGHTS, require_weights, unavailable_engine
 from stages.workspace import scratch
 
 log = logging.getLogger("personaforge.restore")
@@ -31,7 +33,15 @@ class FaceRestoreStage:
         self.storage = storage
         self.store = JobStore(self.storage)
         self.restorer = restorer if restorer is not None else self._load()
-        self.engine = self.restorer.engine if self.restorer is not None else PASSTHROUGH
+        self.readiness = READY
+        if self.restorer is not None:
+            self.engine = self.restorer.engine
+        elif settings.production:  # GFPGAN or nothing (stages/readiness.py)
+            self.readiness = require_weights("FaceRestore", settings.models_dir, RESTORE_WEIGHTS,
+                                             "--only restore")
+            self.engine = unavailable_engine(self.readiness)
+        else:
+            self.engine = PASSTHROUGH
         log.info("FaceRestore engine: %s", self.engine)
 
     def _load(self):
@@ -44,10 +54,16 @@ class FaceRestoreStage:
         return load_face_restorer(self.settings.models_dir / "gfpgan", device, RestoreOptions(memory_fraction=cap))
 
     def describe(self) -> dict:
-        return {"engine": self.engine}
+        return {"engine": self.engine, **self.readiness.describe()}
+
+    def check_health(self) -> None:
+        if not self.readiness.ready:
+            raise RuntimeError(self.readiness.reason)
 
     def run(self, req: RestoreRequest) -> RestoreResult:
         t0 = time.monotonic()
+        if not self.readiness.ready:
+            raise StageError("ENGINE_UNAVAILABLE", self.readiness.reason)
         if self.restorer is None or req.faces_key is None:
             # No model (or no face geometry): the frames are final; hand the same key on.
             return RestoreResult(frames=req.frames, engine=self.engine, restored_faces=0,

@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import time
 
+from core.errors import StageError
 from core.settings import Settings
 from core.storage import Storage
 from media.frames import load_image, save_image
 from stages.contracts import UpscaleRequest, UpscaleResult
+from stages.readiness import READY, UPSCALE_WEIGHTS, require_weights, unavailable_engine
 from stages.workspace import scratch
 
 log = logging.getLogger("personaforge.upscale")
@@ -34,7 +36,15 @@ class UpscaleStage:
         # {"x2": Upscaler | None, "x4": Upscaler | None, "resample": Upscaler}
         self.models = models if models is not None else self._load()
         best = self.models.get("x4") or self.models.get("x2")
-        self.engine = best.engine if best is not None else LANCZOS
+        self.readiness = READY
+        if best is not None:
+            self.engine = best.engine
+        elif settings.production:  # Real-ESRGAN or nothing (stages/readiness.py)
+            self.readiness = require_weights("Upscale", settings.models_dir, UPSCALE_WEIGHTS,
+                                             "--only upscale")
+            self.engine = unavailable_engine(self.readiness)
+        else:
+            self.engine = LANCZOS
         log.info("Upscale engine: %s", self.engine)
 
     def _load(self) -> dict:
@@ -50,7 +60,11 @@ class UpscaleStage:
         return {"x4": x4, "x2": x2, "resample": resample_upscaler()}
 
     def describe(self) -> dict:
-        return {"engine": self.engine}
+        return {"engine": self.engine, **self.readiness.describe()}
+
+    def check_health(self) -> None:
+        if not self.readiness.ready:
+            raise RuntimeError(self.readiness.reason)
 
     def pick(self, factor: float):
         """The model for an enlargement by `factor`: none needed when shrinking."""
@@ -62,6 +76,8 @@ class UpscaleStage:
 
     def run(self, req: UpscaleRequest) -> UpscaleResult:
         t0 = time.monotonic()
+        if not self.readiness.ready:
+            raise StageError("ENGINE_UNAVAILABLE", self.readiness.reason)
         with scratch(self.settings, req.job_id, "upscale") as tmp:
             image = load_image(self.storage.get_file(req.image_key, tmp))
             h, w = image.shape[:2]

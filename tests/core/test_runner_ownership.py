@@ -306,3 +306,37 @@ def test_an_adoption_waiting_for_a_slot_never_runs_a_later_attempt(settings, fig
     assert [r for r in runs if r[1] == "orphan"] in ([("a", "orphan")], [("b", "orphan")])
     assert final.status == JobStatus.COMPLETED and final.attempts == 2 == done.attempts
     figures.count("faults injected", 1, "an adoption queued behind a busy slot")
+
+
+def test_a_heartbeat_in_flight_never_lands_after_the_final_record(settings, figures):
+    """The job ends while a heartbeat's save is still being written (a slow bucket): the final
+    record must be the last word, not the beat's IN_PROGRESS copy."""
+    beat_writing = threading.Event()
+
+    class SlowBeats(LocalStorage):
+        running_writes = 0
+
+        def put_bytes(self, key, data):
+            if key.endswith("record.json") and b'"IN_PROGRESS"' in data:
+                self.running_writes += 1
+                if self.running_writes > 1:  # the first is the run's start; then heartbeats
+                    beat_writing.set()
+                    time.sleep(0.3)          # a beat's write is slow...
+            return super().put_bytes(key, data)
+
+    storage = SlowBeats(settings.storage_dir, "http://x")
+
+    async def graph(ctx):
+        await until(beat_writing.is_set, what="a heartbeat writing")
+        return JobResult(success=True, output={"done": True})   # ...and the job ends meanwhile
+
+    async def main():
+        a = replica(settings, storage, graph, "replica-a")
+        await a.submit(record("j1"))
+        await until(lambda: "j1" not in a._tasks, what="the run ends")
+        await asyncio.sleep(0.5)         # past any beat still writing (0.3 s): then read
+        return a.store.get("j1")
+
+    rec = asyncio.run(main())
+    assert rec.status == JobStatus.COMPLETED and rec.result.output == {"done": True}
+    figures.count("faults injected", 1, "a heartbeat write racing the final record")

@@ -5,31 +5,14 @@ from __future__ import annotations
 
 import time
 
-import torch
 from fastapi.testclient import TestClient
 
-from faces import load_detector
-from lipsync.latentsync.config import tiny_unet_config
-from lipsync.latentsync.engine import EngineSettings, LatentSyncEngine
-from lipsync.latentsync.pipeline import LatentSyncPipeline, PipelineOptions
-from lipsync.latentsync.unet import build_unet
-from lipsync.latentsync.vae import tiny_vae
-from lipsync.latentsync.whisper import WhisperEncoderDims, load_whisper_encoder
 from media.ffmpeg import probe
 from serve_app.api import build_api
 from serve_app.inprocess import build_service
 from stages.lipsync import LipSyncStage
+from tests.support.engines import tiny_engine
 from tests.support.media import b64, small_portrait, speechlike
-
-
-def tiny_engine() -> LatentSyncEngine:
-    torch.manual_seed(0)
-    whisper = load_whisper_encoder(None, tiny_config=WhisperEncoderDims(
-        n_audio_state=64, n_audio_head=2, n_audio_layer=1))
-    pipeline = LatentSyncPipeline(build_unet(tiny_unet_config()), tiny_vae(), whisper,
-                                  options=PipelineOptions())
-    return LatentSyncEngine(pipeline, load_detector(), EngineSettings(),
-                            engine="latentsync-tiny-random (float32, cpu)")
 
 
 def run_job(settings, tmp_path, quality):
