@@ -1,6 +1,7 @@
 """Fill the models volume of a production GPU host with the weights in weights/registry.py.
 
     python download_models.py                          # commercial-safe set, LatentSync 1.5 and 1.6
+    python download_models.py --all                    # the same, said explicitly (the seed's set-up)
     python download_models.py --only lipsync --version 1.6
     python download_models.py --non-commercial         # also InsightFace buffalo_l (research only)
     python download_models.py --verify                 # re-hash present files against models.lock.json
@@ -22,12 +23,17 @@ DEFAULT_MODELS_DIR = "/workspace/models"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # allow_abbrev off: no flag may be reached by a prefix (a typo must not hit a hidden one)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--models-dir", default=os.environ.get("PF_MODELS_DIR", DEFAULT_MODELS_DIR),
                    help="where the weights go (default: $PF_MODELS_DIR or %(default)s)")
-    p.add_argument("--only", choices=(*registry.GROUPS, "all"), default="all")
-    p.add_argument("--version", choices=(*registry.VERSIONS, "both"), default="both",
-                   help="LatentSync UNet version(s) to fetch")
+    p.add_argument("--all", action="store_true",
+                   help="every commercial-safe file of every group and LatentSync version (the "
+                   "default selection; cannot be combined with --only or --version)")
+    p.add_argument("--only", choices=(*registry.GROUPS, "all"), default=None,
+                   help="one group (default: all)")
+    p.add_argument("--version", choices=(*registry.VERSIONS, "both"), default=None,
+                   help="LatentSync UNet version(s) to fetch (default: both)")
     p.add_argument("--non-commercial", action="store_true",
                    help="also fetch weights whose licence forbids commercial use (InsightFace buffalo_l)")
     p.add_argument("--skip-present", action=argparse.BooleanOptionalAction, default=True,
@@ -59,7 +65,11 @@ def print_registry(out=sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.all and (args.only or args.version):
+        parser.error("--all already means every group and version; drop --only/--version")
+    args.only, args.version = args.only or "all", args.version or "both"
     try:
         registry.validate(registry.REGISTRY, allow_http_localhost=args.allow_http_localhost)
     except ValueError as exc:

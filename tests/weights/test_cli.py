@@ -78,3 +78,25 @@ def test_http_refused_without_test_flag(server, monkeypatch, tmp_path, capsys):
     assert download_models.main(["--models-dir", str(tmp_path)]) == 1
     assert "only https" in capsys.readouterr().err and server.requests == []
     assert not (tmp_path / "a.pth").exists()
+
+
+def test_all_is_the_whole_commercial_safe_set_and_no_flag_matches_by_prefix(tmp_path, capsys):
+    """`--all` (the seed's set-up command) selects what the default selects, names it, and
+    refuses --only/--version with it; abbreviations are off, so `--allow` cannot reach the
+    hidden --allow-http-localhost and `--ver` is not --version."""
+    base = ["--models-dir", str(tmp_path / "m"), "--dry-run"]
+    assert download_models.main([*base, "--all"]) == 0
+    with_all = capsys.readouterr().out
+    assert download_models.main(base) == 0
+    default = capsys.readouterr().out
+    assert with_all == default and "--only all --version both" in with_all
+    for name in ("latentsync-1.5-unet", "latentsync-1.6-unet", "gfpgan-v1.4", "realesrgan-x4plus"):
+        assert name in with_all
+    assert "insightface" not in with_all
+    for argv in ([*base, "--all", "--only", "lipsync"], [*base, "--allow"], [*base, "--ver", "1.5"]):
+        try:
+            download_models.main(argv)
+        except SystemExit as e:
+            assert e.code == 2, argv
+        else:
+            raise AssertionError(f"{argv} was accepted")
