@@ -56,6 +56,11 @@ class Settings(BaseModel):
     max_running_jobs: int = 2               # per ingress replica; the rest wait IN_QUEUE
     max_queued_jobs: int = 100              # beyond this: 429 with Retry-After
     runsync_wait_s: float = 60.0            # /runsync holds the request at most this long
+    # The HTTP proxy's limit on one request (Serve's http_options.request_timeout_s, which
+    # serve_config.yaml sets to the same value). Everything a request waits for is ordered
+    # inside it with RESPONSE_MARGIN_S to spare, so the client gets our answer, not a 408:
+    # the input-fetch budget, then runsync's wait (serve_app/service.py, api.py).
+    request_timeout_s: float = Field(default=120.0, gt=30.0)
     job_timeout_s: float = 1800.0           # a job past this ends TIMED_OUT
     lease_s: float = 60.0                   # a running job's heartbeat older than this = worker lost
     max_attempts: int = 2                   # runs of one job before FAILED("worker lost")
@@ -98,6 +103,7 @@ class Settings(BaseModel):
             max_running_jobs=int(_env_float("PF_MAX_RUNNING_JOBS", 2)),
             max_queued_jobs=int(_env_float("PF_MAX_QUEUED_JOBS", 100)),
             runsync_wait_s=_env_float("PF_RUNSYNC_WAIT_S", 60.0),
+            request_timeout_s=_env_float("PF_REQUEST_TIMEOUT_S", 120.0),
             job_timeout_s=_env_float("PF_JOB_TIMEOUT_S", 1800.0),
             lease_s=_env_float("PF_LEASE_S", 60.0),
             allow_http_inputs=_env_bool("PF_ALLOW_HTTP_INPUTS", False),

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,6 +29,7 @@ from core import keys
 from core.ids import check_id
 from core.runner import QueueFull
 from core.storage import LocalStorage, StorageError, link_signer
+from serve_app import jsonguard
 from serve_app.inputs import InputError
 from serve_app.service import NotReady
 from serve_app.schemas import ApiError, HealthResponse, RunRequest, RunResponse, StatusResponse
@@ -183,10 +187,35 @@ def _service_of(app):
     return getattr(getattr(app, "state", None), "service", None) or _DEFAULT_SERVICE
 
 
+class GuardedJsonRoute(APIRoute):
+    """A route whose JSON body is measured and parsed in a worker thread (serve_app/jsonguard.py)
+    before FastAPI reads it: FastAPI then finds the parsed body in Starlette's request cache
+    (`Request._json`, which `Request.json()` fills and reads) instead of parsing it on the
+    event loop. Text that is not JSON is left to FastAPI, whose 400 names the position."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request):
+            if request.method in ("POST", "PUT", "PATCH"):
+                body = await request.body()
+                if body:
+                    try:
+                        request._json = await asyncio.to_thread(jsonguard.parse, body)
+                    except json.JSONDecodeError:
+                        pass
+                    except jsonguard.JsonTooComplex as e:
+                        return _error(400, e.code, f"body: {e}")
+            return await handler(request)
+
+        return guarded
+
+
 def build_api() -> FastAPI:
     """The FastAPI app. The hosting code binds a StudioService with `bind_service`."""
     app = FastAPI(title="PersonaForge Studio", version="0.1.0",
                   description="Portrait + voice -> finished talking video. RunPod-compatible.")
+    app.router.route_class = GuardedJsonRoute
 
     app.add_middleware(Guard)
 
@@ -224,11 +253,11 @@ def build_api() -> FastAPI:
     async def runsync(endpoint_id: str, body: RunRequest, request: Request,
                       wait: int | None = Query(None, ge=1000, le=300000,
                                                description="ms to wait (RunPod's parameter)")):
+        started = time.monotonic()
         service = _svc(request)
         rec = await service.submit(body)
-        wait_s = min(service.settings.runsync_wait_s, wait / 1000) if wait else \
-            service.settings.runsync_wait_s
-        await service.wait(rec.id, wait_s)
+        # the answer (the status, final or not) goes out before the proxy's request limit
+        await service.wait(rec.id, service.runsync_wait(wait / 1000 if wait else None, started))
         return await asyncio.to_thread(service.status, rec.id)
 
     @app.get("/v2/{endpoint_id}/status/{job_id}", response_model=StatusResponse,

@@ -44,6 +44,9 @@ INPUT_WORKERS = 4
 # limits), so a request with many slow URLs (4 media fields + up to MAX_SFX sfx tracks) holds
 # an input worker for minutes at most, not hours.
 INPUT_FETCH_BUDGET_S = 120.0
+# What a request keeps in hand under the proxy's request_timeout_s: storing the inputs after
+# the fetches, writing the record, and the answer itself.
+RESPONSE_MARGIN_S = 15.0
 
 
 # The stages a job may call: production mode needs each of them ready before it takes a job.
@@ -67,7 +70,9 @@ class StudioService:
                                   allow_private=settings.allow_private_inputs)
         self.limits = Limits()
         self.sfx_limits = dataclasses.replace(self.limits, min_audio_seconds=0.01)  # clicks
-        self.fetch_budget_s = INPUT_FETCH_BUDGET_S
+        # the fetches of one submission end before the proxy would cut the request
+        self.fetch_budget_s = min(INPUT_FETCH_BUDGET_S,
+                                  settings.request_timeout_s - 2 * RESPONSE_MARGIN_S)
         self.input_pool = ThreadPoolExecutor(INPUT_WORKERS, thread_name_prefix="pf-inputs")
         self.engines: dict[str, str] = {}
         self.stage_reports: dict[str, dict] = {}   # each stage's last describe() answer
@@ -214,6 +219,14 @@ class StudioService:
 
     async def wait(self, job_id: str, timeout_s: float) -> None:
         await self.runner.wait(job_id, timeout_s)
+
+    def runsync_wait(self, asked_s: float | None, started: float) -> float:
+        """How long runsync may still wait for the job: the client's ask (or runsync_wait_s),
+        never past the proxy's request limit, counted from the request's start (monotonic)."""
+        wait = self.settings.runsync_wait_s if asked_s is None else min(
+            self.settings.runsync_wait_s, asked_s)
+        left = self.settings.request_timeout_s - RESPONSE_MARGIN_S - (time.monotonic() - started)
+        return max(0.0, min(wait, left))
 
     async def cancel(self, job_id: str) -> JobRecord | None:
         return await self.runner.cancel(job_id)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
 from tests.support.servers import start_media_server, stop_media_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -44,8 +43,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    """Local settings with every root under the test's own folder."""
+def settings(tmp_path):
+    """Local settings with every root under the test's own folder. (Imported here, not at the
+    top: the GPU machine that runs the requires_cuda tests has torch but no pydantic.)"""
+    from core.settings import Settings
+
     return Settings(storage="local", storage_dir=tmp_path / "store", cache_dir=tmp_path / "cache",
                     models_dir=tmp_path / "models", personas_dir=tmp_path / "personas",
                     public_base_url="http://127.0.0.1:9")

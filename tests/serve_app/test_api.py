@@ -231,3 +231,24 @@ def test_runpod_client_unchanged(settings, voice, portrait, tmp_path):
         assert got[name]["output"]["video"].endswith(f"videos/rp-{name}/lipsync.mp4")
     assert got["status"] == "COMPLETED"
     assert got["health"]["jobs"]["completed"] == 2
+
+
+def test_runsync_answers_before_the_proxy_limit_however_long_it_is_asked_to_wait(settings, tmp_path,
+                                                                                monkeypatch):
+    """A job that never ends (a blocking lip-sync) and a runsync asked to wait 300 s, behind a
+    proxy limit of 33 s with a 30 s margin (so it is short here): runsync answers with the job's
+    id and running status, in our shape, inside the limit."""
+    from serve_app import service as service_mod
+    from tests.support.service import BlockingStage, make_client, tiny_job
+    from tests.support.media import b64 as _b64
+
+    voice = speechlike(0.3, tmp_path / "v.wav")
+    media = {"image": _b64(small_portrait(96)), "audio": _b64(voice.read_bytes()),
+             "face_box": [20, 10, 76, 80]}
+    monkeypatch.setattr(service_mod, "RESPONSE_MARGIN_S", 30.0)
+    s = settings.model_copy(update={"request_timeout_s": 33.0, "runsync_wait_s": 300.0})
+    with make_client(s, wrap={"lipsync": BlockingStage}) as c:
+        r = c.post(f"{BASE}/runsync?wait=300000", json={"input": tiny_job(media, "slow-sync")})
+        assert r.status_code == 200 and r.json()["id"] == "slow-sync"
+        assert r.json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
+        assert c.post(f"{BASE}/cancel/slow-sync").status_code == 200

@@ -1,6 +1,7 @@
 """The rollout files are valid for the Ray they ship with and agree with the code."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import yaml
@@ -75,3 +76,22 @@ def test_cluster_yaml_validates_against_ray_schema():
     gpu = cfg["available_node_types"]["gpu_l40s"]
     assert gpu["max_workers"] == 10 and gpu["node_config"]["InstanceType"].startswith("g6e")
     assert any("/workspace" in o for o in cfg["docker"]["run_options"])
+
+
+def test_every_wait_of_a_request_is_ordered_inside_the_proxy_limit():
+    """Serve's request_timeout_s and PF_REQUEST_TIMEOUT_S agree in each rollout file, and the
+    input-fetch budget and runsync's wait both end, with the margin to spare, inside it: the
+    client gets our JSON answer, never the proxy's plain-text 408."""
+    from core.settings import Settings
+    from serve_app.service import RESPONSE_MARGIN_S, StudioService
+
+    for name in ("serve_config.yaml", "serve_config.local.yaml"):
+        raw = yaml.safe_load((ROOT / name).read_text())
+        proxy = raw["http_options"]["request_timeout_s"]
+        env = raw["applications"][0].get("runtime_env", {}).get("env_vars", {})
+        ours = float(env.get("PF_REQUEST_TIMEOUT_S", Settings().request_timeout_s))
+        assert ours == proxy, name
+        settings = Settings(request_timeout_s=ours)
+        service = StudioService(settings, call=None)
+        assert service.fetch_budget_s + RESPONSE_MARGIN_S < proxy
+        assert service.runsync_wait(None, started=time.monotonic()) + RESPONSE_MARGIN_S <= proxy
