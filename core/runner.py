@@ -271,10 +271,14 @@ class JobRunner:
             raise  # replica shutting down: the record stays IN_PROGRESS and its lease expires
         except StageError as e:
             await self._finish(rec, JobStatus.FAILED, error=ErrorInfo(code=e.code, message=e.message))
-        except Exception as e:  # noqa: BLE001 - any other failure is reported, never lost
-            log.exception("job %s failed", job_id)
+        except Exception:  # noqa: BLE001 - any other failure is reported, never lost
+            # the client learns that it failed and how to find it in our logs, never the
+            # exception's text (Ray's carry pids, node addresses, actor ids, colour codes)
+            incident = uuid.uuid4().hex[:12]
+            log.exception("job %s failed (incident %s)", job_id, incident)
             await self._finish(rec, JobStatus.FAILED, error=ErrorInfo(
-                code="INTERNAL", message=f"{type(e).__name__}: {_short(e)}"))
+                code="INTERNAL", message=f"internal error (incident {incident}); the service "
+                "logged the details. Retry, or report the incident id"))
         finally:
             beat.cancel()
             self._record_locks.pop(job_id, None)
@@ -475,8 +479,3 @@ class JobRunner:
         for task in (self._reaper, self._beat, *self._tasks.values()):
             if task:
                 task.cancel()
-
-
-def _short(e: BaseException, limit: int = 400) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else "")[:limit]
