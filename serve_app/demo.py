@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     # 4. A render on the persona's first take: only the face is redone (no upscale).
     persona = next(job_id for job_type, job_id in ids if job_type == "persona_build")
     if final[persona]["status"] == "COMPLETED":
-        take_id = final[persona]["output"]["metadata"]["base_takes"][0]["id"]
+        meta = final[persona]["output"]["metadata"]
+        take_id = meta["base_takes"][0]["id"]
         job = {"job_type": "video_render", "job_id": f"demo-take-render-{tag}",
-               "persona_id": persona.removeprefix("persona_build_"), "take_id": take_id,
+               "persona_id": meta["persona_id"], "take_id": take_id,
                "audio": b64(SAMPLES / "voice.wav"), "quality": "draft",
                "format": {"width": 720, "height": 1280, "fps": 25}}
         r = client.post(f"{base}/run", json={"input": job})

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core import keys
-from core.ids import check_id
+from core.ids import MAX_ID_LEN, check_id
 from core.jobs import JobRecord, JobStatus, JobType
 from core.runner import JobRunner, StageCall
 from core.settings import Settings
@@ -48,6 +50,10 @@ INPUT_FETCH_BUDGET_S = 120.0
 # the fetches, writing the record, and the answer itself.
 RESPONSE_MARGIN_S = 15.0
 
+
+# A persona_build body that keeps failing is not re-run forever under new ids.
+MAX_PERSONA_REBUILDS = 50
+RERUN_AFTER = {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
 
 # The stages a job may call: production mode needs each of them ready before it takes a job.
 STAGES = ("lipsync", "face_restore", "upscale", "finisher")
@@ -112,8 +118,11 @@ class StudioService:
         if reasons := self.not_ready():
             raise NotReady(reasons)
         inp = req.input
-        job_id = _checked_job_id(inp)
-        existing = await asyncio.to_thread(self.runner.store.get, job_id)
+        if isinstance(inp, PersonaBuildInput) and inp.job_id is None:
+            job_id, existing = await asyncio.to_thread(self._persona_build_job, inp)
+        else:
+            job_id = _checked_job_id(inp)
+            existing = await asyncio.to_thread(self.runner.store.get, job_id)
         if existing is not None:
             return existing
         # the queue place is held from the check until the job exists: decoding takes a while,
@@ -126,6 +135,20 @@ class StudioService:
         if not created:  # a concurrent submission of this id won: its inputs are the job's
             await asyncio.to_thread(self._drop, _stored_media(request))
         return stored
+
+    def _persona_build_job(self, inp: PersonaBuildInput) -> tuple[str, JobRecord | None]:
+        """The job a persona_build without its own job_id is: the same request body is the same
+        job (a retry while it waits, runs or after it completed returns that job), a different
+        body is a new one, and a body whose last run FAILED, was CANCELLED or TIMED_OUT runs
+        again under the next id (`...-r2`, `-r3`, ...). Returns (id, the existing job or None)."""
+        stem = persona_build_stem(inp)
+        for n in range(1, MAX_PERSONA_REBUILDS + 1):
+            job_id = stem if n == 1 else f"{stem}-r{n}"
+            rec = self.runner.store.get(job_id)
+            if rec is None or rec.status not in RERUN_AFTER:
+                return job_id, rec
+        raise InputError("input", f"this persona_build failed {MAX_PERSONA_REBUILDS} times with "
+                         "the same body; change it or give a job_id", code="TOO_MANY_REBUILDS")
 
     def _store_inputs(self, inp: Any, job_id: str) -> dict:
         """Decode/fetch every media field (4xx InputError naming the field on bad input), keep
@@ -268,16 +291,22 @@ def _read(fn, job_id: str):
                            f"({type(e).__name__})") from None
 
 
+def persona_build_stem(inp: PersonaBuildInput) -> str:
+    """`persona_build_<persona_id>_<digest of the body>` (the digest alone when the persona_id
+    is too long for an id), leaving room for a rebuild suffix."""
+    body = json.dumps(inp.model_dump(mode="json", exclude={"job_id"}), sort_keys=True,
+                      separators=(",", ":")).encode()
+    digest = hashlib.sha256(body).hexdigest()
+    stem = f"persona_build_{inp.persona_id}_{digest[:12]}"
+    return stem if len(stem) <= MAX_ID_LEN - 4 else f"persona_build_{digest[:24]}"
+
+
 def _checked_job_id(inp: Any) -> str:
-    """The job's id, checked like a client id. A persona_build's default id is
-    persona_build_<persona_id>, so a persona_id near the length limit is refused here."""
-    job_id = job_id_of(inp)
+    """The client's job id, checked like every id before it touches a key."""
     try:
-        return check_id(job_id, "job_id")
+        return check_id(job_id_of(inp), "job_id")
     except ValueError as e:
-        raise InputError("input.persona_id", f"makes the default job id "
-                         f"persona_build_<persona_id> invalid ({e}); give a shorter persona_id "
-                         "or an explicit job_id", code="INVALID_ID") from None
+        raise InputError("input.job_id", str(e), code="INVALID_ID") from None
 
 
 __all__ = ["StudioService", "InputError", "LipsyncOnlyInput", "VideoRenderInput",

@@ -33,6 +33,6 @@ def test_persona_build_passes_the_weight_to_the_restore_stage(settings):
     with TestClient(app) as c:
         r = c.post(f"{BASE}/run", json={"input": job})
         assert r.status_code == 200, r.text
-        st = wait_final(c, "persona_build_pw")
+        st = wait_final(c, r.json()["id"])
     assert st["output"]["error"]["code"] == "STOPPED_BY_TEST", st
     assert [req.weight for req in stages["face_restore"].requests] == [0.25]
