@@ -63,6 +63,10 @@ class JobRecord(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0
+    # RunPod's `policy`: the longest this job may run once started (executionTimeout), and the
+    # longest it may wait in the queue before it is dropped (ttl); None = only our own limits.
+    execution_timeout_s: float | None = None
+    ttl_s: float | None = None
     owner: str | None = None
     heartbeat_at: float | None = None
     result: JobResult | None = None

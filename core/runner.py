@@ -227,6 +227,10 @@ class JobRunner:
         if await asyncio.to_thread(self.store.cancel_requested, job_id):
             return await self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
                 code="CANCELLED", message="cancelled before it started"))
+        if attempt == 1 and rec.ttl_s is not None and self.clock() - rec.created_at > rec.ttl_s:
+            return await self._finish(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
+                code="TIMED_OUT", message=f"waited longer than its policy.ttl "
+                f"({rec.ttl_s * 1000:.0f} ms) in the queue; not started"))
         if not await asyncio.to_thread(self.store.claim, job_id, attempt, self.replica_id):
             log.info("job %s: attempt %d already runs on another replica", job_id, attempt)
             return
@@ -241,10 +245,10 @@ class JobRunner:
         # a beat already writing when the job ends must not land after the final record.
         self._record_locks[job_id] = threading.Lock()
         beat = asyncio.get_running_loop().create_task(self._heartbeat(rec))
-        budget = self.settings.job_timeout_s - (self.clock() - rec.created_at)
+        budget, reason = self._budget(rec)
         t0 = time.monotonic()
         try:
-            result = await asyncio.wait_for(self.graphs[rec.job_type](ctx), max(budget, 1.0))
+            result = await asyncio.wait_for(self.graphs[rec.job_type](ctx), budget)
             result.duration_ms = int((time.monotonic() - t0) * 1000)
             result.metadata.setdefault("stages", ctx.stage_log)
             result.metadata.setdefault("attempts", rec.attempts)
@@ -254,7 +258,7 @@ class JobRunner:
             # progress check instead of working on for a job nobody will read
             await asyncio.to_thread(self.store.request_cancel, job_id)
             await self._finish(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
-                code="TIMED_OUT", message=f"job exceeded {self.settings.job_timeout_s:.0f}s"))
+                code="TIMED_OUT", message=reason))
         except JobCancelled:
             await self._finish(rec, JobStatus.CANCELLED, error=ErrorInfo(
                 code="CANCELLED", message="the job was cancelled"))
@@ -282,6 +286,17 @@ class JobRunner:
         finally:
             beat.cancel()
             self._record_locks.pop(job_id, None)
+
+    def _budget(self, rec: JobRecord) -> tuple[float, str]:
+        """Seconds this run may take, and the reason given when it takes longer: our job limit
+        (counted from submission), or the client's policy.executionTimeout (counted from the
+        start) when that ends first."""
+        ours = self.settings.job_timeout_s - (self.clock() - rec.created_at)
+        reason = f"job exceeded {self.settings.job_timeout_s:.0f}s"
+        if rec.execution_timeout_s is not None and rec.execution_timeout_s < ours:
+            return rec.execution_timeout_s, (f"job ran longer than its policy.executionTimeout "
+                                             f"({rec.execution_timeout_s * 1000:.0f} ms)")
+        return max(ours, 1.0), reason
 
     def _mark_final(self, rec: JobRecord, status: JobStatus, *, result: JobResult | None = None,
                     error: ErrorInfo | None = None) -> None:

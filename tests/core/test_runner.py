@@ -10,7 +10,7 @@ from core.errors import StageError
 from core.jobs import JobResult, JobStatus, JobStore
 from core.runner import QueueFull
 from core.storage import LocalStorage
-from tests.support.jobs import TEST_STAGE, make_runner, record, wait_record_final
+from tests.support.jobs import TEST_STAGE, FakeClock, make_runner, record, wait_record_final
 
 
 class RayActorError(Exception):
@@ -165,3 +165,33 @@ def test_queue_full_refuses_with_retry_hint(settings):
 
     err = asyncio.run(main())
     assert err.retry_after_s >= 5
+
+
+def test_policy_ttl_drops_a_job_that_waited_too_long_and_execution_timeout_caps_a_run(settings):
+    """RunPod's policy: ttl (ms in the queue) ends a job that waited longer TIMED_OUT without
+    running it; executionTimeout (ms of running) ends a run that takes longer, with the reason,
+    inside our own job limit."""
+    clock = FakeClock()
+    runs = []
+
+    async def blocking(ctx):
+        runs.append(ctx.job_id)
+        await asyncio.Event().wait()       # never ends by itself
+
+    async def main():
+        runner = make_runner(settings, blocking, clock=clock, max_running_jobs=1)
+        stale = record("stale")
+        stale.ttl_s = 5.0
+        stale.created_at = clock.now - 6.0         # waited 6 s before a slot was free
+        fresh = record("capped")
+        fresh.execution_timeout_s = 0.2
+        await runner.submit(stale)
+        await runner.submit(fresh)
+        return (await wait_record_final(runner, "stale"),
+                await wait_record_final(runner, "capped"))
+
+    stale, capped = asyncio.run(main())
+    assert stale.status == JobStatus.TIMED_OUT and "policy.ttl (5000 ms)" in stale.error.message
+    assert capped.status == JobStatus.TIMED_OUT
+    assert "policy.executionTimeout (200 ms)" in capped.error.message
+    assert runs == ["capped"]              # the stale job never ran
