@@ -56,8 +56,8 @@ class CaptionStyle:
                            "scaled with the output width")
     color: str = Field("white", max_length=32, description="CSS name, #RGB, #RRGGBB or #RRGGBBAA")
     stroke_color: str = Field("black", max_length=32, description="same forms as `color`")
-    stroke_width: float = Field(2, ge=0, le=20, allow_inf_nan=False, description="outline px on a 1080-wide frame")
-    position_y: float = Field(0.75, gt=0, le=1, allow_inf_nan=False, description="bottom of the caption block, as a "
+    stroke_width: float = Field(2, ge=0, le=20, description="outline px on a 1080-wide frame")
+    position_y: float = Field(0.75, gt=0, le=1, description="bottom of the caption block, as a "
                               "fraction of frame height (kept inside the safe area)")
 
     @field_validator("color", "stroke_color")
@@ -69,11 +69,11 @@ class CaptionStyle:
 
 @dataclass(frozen=True, config=_STRICT)
 class Ducking:
-    base_volume: float = Field(0.15, ge=0, le=1, allow_inf_nan=False, description="music/ambience gain under speech "
+    base_volume: float = Field(0.15, ge=0, le=1, description="music/ambience gain under speech "
                                "(linear; 0.15 = -16.5 dB)")
-    attack_ms: float = Field(50, ge=1, le=5000, allow_inf_nan=False, description="ramp down once speech starts")
-    release_ms: float = Field(300, ge=1, le=10000, allow_inf_nan=False, description="ramp back up once the hold ends")
-    hold_ms: float = Field(100, ge=0, le=5000, allow_inf_nan=False, description="stay down this long after speech "
+    attack_ms: float = Field(50, ge=1, le=5000, description="ramp down once speech starts")
+    release_ms: float = Field(300, ge=1, le=10000, description="ramp back up once the hold ends")
+    hold_ms: float = Field(100, ge=0, le=5000, description="stay down this long after speech "
                            "stops before the release starts (bridges the gaps between words; "
                            "0 = release as soon as the voice stops)")
 
