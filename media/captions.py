@@ -5,6 +5,12 @@ mixed lines read right), and caption text never passes through ffmpeg's filter s
 in a file, escaped for ASS only (backslash, braces, newlines). We wrap lines ourselves (measured
 with the shipped font) so we know the block's size and can keep it inside the safe area, and we
 snap times to the output frame grid so a caption is on exactly the frames inside [start, end).
+
+Layout is the finisher's CPU loop that grows with the text: every loop in it calls a `check`
+callback (the stage's progress report, which raises JobCancelled once the job is cancelled), so
+a cancel stops a caption-heavy render within about a second, and its cost is bounded: a long
+word is split by bisection on its width (not one measure per character), and the font-shrink
+search counts lines with plain greedy wrapping, balancing only the size it settles on.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import ImageColor, ImageFont
 
@@ -84,21 +90,53 @@ def _em_per_ass_size() -> float:
     return 1000.0 / (ascent + descent)
 
 
-def _split_long_word(word: str, measure, max_w: float) -> list[str]:
-    pieces, cur = [], ""
-    for ch in word:
-        if cur and measure(cur + ch) > max_w and not unicodedata.combining(ch):
-            pieces.append(cur)
-            cur = ch
-        else:
-            cur += ch
-    return pieces + ([cur] if cur else [])
+Check = Callable[[], None]
 
 
-def _greedy(words: list[str], measure, max_w: float) -> list[str]:
+def _no_check() -> None:
+    return None
+
+
+def _split_long_word(word: str, measure, max_w: float, check: Check = _no_check) -> list[str]:
+    """Pieces of a word too wide for a line: each the longest prefix of the rest that fits
+    (at least one character; never cut before a combining mark). Found by galloping then
+    bisection, so a piece of L characters costs O(L log L) measured characters, not O(L^2)
+    (one measure per character) nor O(n log n) (bisecting the whole rest of the word)."""
+    pieces, start, n = [], 0, len(word)
+    while start < n:
+        check()
+        lo, step = start + 1, 1        # word[start:lo] is taken whatever its width
+        hi = None                      # first end known not to fit
+        while hi is None:
+            end = min(n, lo + step)
+            if measure(word[start:end]) <= max_w:
+                if end == n:
+                    break
+                lo, step = end, step * 2
+            else:
+                hi = end
+        if hi is None:
+            pieces.append(word[start:])
+            break
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if measure(word[start:mid]) <= max_w:
+                lo = mid
+            else:
+                hi = mid
+        while lo < n and unicodedata.combining(word[lo]):
+            lo += 1
+        pieces.append(word[start:lo])
+        start = lo
+    return pieces
+
+
+def _greedy(words: list[str], measure, max_w: float, check: Check = _no_check) -> list[str]:
     lines, cur = [], ""
     for word in words:
-        for piece in (_split_long_word(word, measure, max_w) if measure(word) > max_w else [word]):
+        check()
+        for piece in (_split_long_word(word, measure, max_w, check) if measure(word) > max_w
+                      else [word]):
             trial = f"{cur} {piece}" if cur else piece
             if cur and measure(trial) > max_w:
                 lines.append(cur)
@@ -108,26 +146,39 @@ def _greedy(words: list[str], measure, max_w: float) -> list[str]:
     return lines + ([cur] if cur else [])
 
 
-def wrap_text(text: str, font_px: float, max_width_px: float) -> list[str]:
+def _paragraphs(text: str) -> list[list[str]]:
+    paras = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [words for words in (p.split() for p in paras) if words]
+
+
+def _measure(font_px: float):
+    return _font(max(1, round(font_px * _em_per_ass_size()))).getlength
+
+
+def _line_count(text: str, font_px: float, max_width_px: float, check: Check) -> int:
+    """How many lines wrap_text gives (balancing keeps the greedy count), without balancing."""
+    measure = _measure(font_px)
+    return sum(len(_greedy(words, measure, max_width_px, check)) for words in _paragraphs(text))
+
+
+def wrap_text(text: str, font_px: float, max_width_px: float,
+              check: Check = _no_check) -> list[str]:
     """Lines of `text` no wider than max_width_px at font_px (ASS size), balanced: the same
-    number of lines as greedy wrapping, but as even as possible. User newlines are kept."""
-    font = _font(max(1, round(font_px * _em_per_ass_size())))
-    measure = font.getlength
+    number of lines as greedy wrapping, but as even as possible. User newlines are kept.
+    `check` is called throughout (a cancel check may raise from it)."""
+    measure = _measure(font_px)
     out: list[str] = []
-    for para in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        words = para.split()
-        if not words:
-            continue
-        lines = _greedy(words, measure, max_width_px)
+    for words in _paragraphs(text):
+        lines = _greedy(words, measure, max_width_px, check)
         # Shrink the width while the line count holds: evens out a long first / short last line.
         lo, hi = max_width_px * 0.5, max_width_px
         for _ in range(12):
             mid = (lo + hi) / 2
-            if len(_greedy(words, measure, mid)) == len(lines):
+            if len(_greedy(words, measure, mid, check)) == len(lines):
                 hi = mid
             else:
                 lo = mid
-        out.extend(_greedy(words, measure, hi))
+        out.extend(_greedy(words, measure, hi, check))
     return out
 
 
@@ -140,18 +191,39 @@ class CaptionLayout:
     y_bottom: float     # bottom of the block (ASS \an2 anchor)
 
 
-def layout_caption(text: str, style, width: int, height: int) -> CaptionLayout:
-    """Wrap and place one caption inside the safe area, shrinking the font if it cannot fit."""
+def layout_caption(text: str, style, width: int, height: int,
+                   check: Check = _no_check) -> CaptionLayout:
+    """Wrap and place one caption inside the safe area, shrinking the font if it cannot fit.
+    `check` is called throughout (a cancel check may raise from it)."""
     area = safe_area(width, height)
     scale = width / REFERENCE_WIDTH
     font_px = max(MIN_FONT_PX, style.font_size * scale)
     outline = max(0.0, style.stroke_width * scale)
-    while True:
-        lines = wrap_text(text, font_px, (area.width - 2 * outline) * WRAP_SLACK)
-        block_h = len(lines) * font_px + 2 * outline
-        if block_h <= area.height or font_px <= MIN_FONT_PX:
-            break
-        font_px = max(MIN_FONT_PX, font_px * 0.9)
+    max_w = (area.width - 2 * outline) * WRAP_SLACK
+    # The sizes tried: the style's, then 10% smaller each step, down to MIN_FONT_PX. The block
+    # shrinks with the size, so the largest size that fits is found by bisection over the steps
+    # (a handful of wraps instead of one per step).
+    sizes = [font_px]
+    while sizes[-1] > MIN_FONT_PX:
+        sizes.append(max(MIN_FONT_PX, sizes[-1] * 0.9))
+
+    def fits(i: int) -> bool:
+        block = _line_count(text, sizes[i], max_w, check) * sizes[i] + 2 * outline
+        return block <= area.height
+
+    if fits(0):
+        font_px = sizes[0]
+    else:
+        lo, hi = 0, len(sizes) - 1        # sizes[lo] does not fit; sizes[hi] is the last resort
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                hi = mid
+            else:
+                lo = mid
+        font_px = sizes[hi]
+    lines = wrap_text(text, font_px, max_w, check)
+    block_h = len(lines) * font_px + 2 * outline
     y = min(style.position_y * height, area.bottom - outline)
     y = max(y, area.top + block_h - outline)
     return CaptionLayout(tuple(lines), font_px, outline, (area.left + area.right) / 2, y)
@@ -169,11 +241,13 @@ def _ass_time(seconds: float) -> str:
 
 
 def write_ass(path: str, captions: Sequence, style, width: int, height: int,
-              fps: float) -> None:
+              fps: float, progress: Callable[[float], None] | None = None) -> None:
     """Write the ASS file for `captions` (objects with text/start/end) on a width x height frame.
 
     Event times sit half a frame before the first and after the last frame to show, so
     centisecond rounding (ASS's resolution) can never move a caption by a frame (fps <= 100).
+    `progress(fraction of the captions laid out)` is called throughout the layout, often: it
+    must be cheap (a StageProgress writes at most once a second) and may raise to stop it.
     """
     primary, outline_c = ass_colour(style.color), ass_colour(style.stroke_color)
     base = max(MIN_FONT_PX, style.font_size * width / REFERENCE_WIDTH)
@@ -192,11 +266,14 @@ def write_ass(path: str, captions: Sequence, style, width: int, height: int,
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
     ]
     events = []
-    for cap in captions:
+    n = max(1, len(captions))
+    for i, cap in enumerate(captions):
+        check = _no_check if progress is None else (lambda f=i / n: progress(f))
+        check()
         first, stop = frame_span(cap.start, cap.end, fps)
         if stop <= first:
             continue          # shorter than a frame and between two: nothing to show
-        lay = layout_caption(cap.text, style, width, height)
+        lay = layout_caption(cap.text, style, width, height, check)
         if not lay.lines:
             continue
         text = "\\N".join(escape_ass(line) for line in lay.lines)

@@ -68,6 +68,8 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
     Writes out_dir/final.mp4 (H.264 yuv420p BT.709, AAC, +faststart), out_dir/thumbnail.jpg at
     the output size and out_dir/final.srt when there are captions. The video lasts as long as
     the voice (+- one frame): the last frame is held, or the frames are cut.
+    `progress(fraction)` is called between steps and all through the caption layout; it may
+    raise (a cancel) to stop the finish, which then leaves nothing behind in its work folder.
     """
     report = progress or (lambda _: None)
     seconds: dict[str, float] = {}
@@ -103,8 +105,10 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
         ass_path = srt_path = None
         if opts.captions:
             ass_path = os.path.join(work, "captions.ass")
+            # the layout reports (and so checks for a cancel) all along: it is CPU work that
+            # grows with the captions' text
             captions_mod.write_ass(ass_path, opts.captions, opts.caption_style, out_w, out_h,
-                                   float(fps))
+                                   float(fps), progress=lambda f: report(0.25 + 0.05 * f))
             if opts.write_srt:
                 srt_path = os.path.join(out_dir, "final.srt")
                 captions_mod.write_srt(srt_path, opts.captions)

@@ -40,12 +40,45 @@ def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int) ->
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image to RGB uint8 (H, W, 3), EXIF orientation applied, alpha dropped."""
+    """Decode an image to RGB uint8 (H, W, 3), EXIF orientation applied, alpha dropped.
+
+    Every mode an accepted format decodes to is scaled to 8 bits, not clipped: Pillow's own
+    convert("RGB") clips 16- and 32-bit grey to 255, so a 16-bit grey portrait came out nearly
+    white (issue 21). See `to_rgb8`."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception:  # noqa: BLE001 - a corrupt EXIF block: the pixels as stored
+            im.load()
+        return to_rgb8(im)
+
+
+_SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;16LS", "I;16BS")
+
+
+def to_rgb8(im) -> np.ndarray:
+    """A Pillow image of any mode as RGB uint8 (H, W, 3), alpha dropped:
+
+    - 16-bit grey (I;16*) and 32-bit integer grey (I, which 16-bit PNGs decode to in older
+      Pillows) hold 0..65535: scaled by 255/65535;
+    - float grey (F) holds 0..1 when its maximum is at most 1, else 0..255;
+    - every other mode (1, L, LA, P with or without transparency, PA, RGB, RGBA, RGBX, CMYK,
+      YCbCr, ...) goes through Pillow's conversion, which is exact for them.
+    """
+    if im.mode in _SIXTEEN_BIT_GREY or im.mode == "I":
+        grey = np.asarray(im).astype(np.float64)
+        grey = np.clip(grey, 0, 65535) * (255.0 / 65535.0)
+    elif im.mode == "F":
+        grey = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        grey = np.clip(grey * 255.0 if grey.size and grey.max() <= 1.0 else grey, 0, 255)
+    else:
+        if im.mode in ("P", "PA") or im.mode.startswith("P"):
+            im = im.convert("RGBA")   # palette (and its transparency) expanded first
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    g8 = np.rint(grey).astype(np.uint8)
+    return np.repeat(g8[:, :, None], 3, axis=2)
 
 
 def save_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 92) -> None:

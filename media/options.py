@@ -4,7 +4,9 @@ request (stages/contracts.py) and finish_video all use these same classes, so a 
 accepts is one the finisher renders, and nothing is re-spelt as a dict on the way.
 
 They are pydantic dataclasses: positional and frozen like plain dataclasses, validated on
-construction, and published in the OpenAPI schema. Unknown fields are refused.
+construction, and published in the OpenAPI schema. Unknown fields are refused. Every number is
+finite (no inf/NaN: JSON's 1e309 parses as inf) and bounded on both sides; the bounds are the
+constants below, and tests/hardening/test_numeric_bounds.py walks the schema to hold that.
 
 Media locations (`FinishOptions.music`, `.ambience`, `SfxTrack.url`) are strings whose meaning
 follows the layer that holds them: the client's URL or base64 in an API request, a storage key
@@ -21,17 +23,24 @@ from pydantic.dataclasses import dataclass
 
 from media.captions import ass_colour
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_CAPTION_CHARS = 2000
-MAX_SFX_START_S = 3600
+MAX_MEDIA_TIME_S = 3600       # caption and SFX times (the voice is at most 600 s: serve_app.inputs)
+MAX_SFX_START_S = MAX_MEDIA_TIME_S
 MAX_SFX_VOLUME = 4
+MAX_BED_VOLUME = 4
+MAX_OUTPUT_SIDE = 8192        # the API's own format limit is lower (serve_app.schemas)
+MAX_FPS = 240                 # media.picture.fps_fraction's range
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True, config=_STRICT)
 class Caption:
     text: str = Field(max_length=MAX_CAPTION_CHARS)
-    start: float = Field(ge=0, allow_inf_nan=False, description="seconds from the start")
-    end: float = Field(gt=0, allow_inf_nan=False, description="seconds; after start")
+    start: float = Field(ge=0, le=MAX_MEDIA_TIME_S, allow_inf_nan=False,
+                         description="seconds from the start")
+    end: float = Field(gt=0, le=MAX_MEDIA_TIME_S, allow_inf_nan=False,
+                       description="seconds; after start")
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -73,28 +82,28 @@ class Ducking:
 class SfxTrack:
     url: str = Field(min_length=1, description="where the sound is: https URL, base64 or data: "
                      "URI from a client; a storage key or a local file inside the service")
-    start_time: float = Field(0.0, ge=0, le=MAX_SFX_START_S, description="seconds from the "
-                              "start of the voice")
-    volume: float = Field(1.0, ge=0, le=MAX_SFX_VOLUME)
+    start_time: float = Field(0.0, ge=0, le=MAX_SFX_START_S, allow_inf_nan=False,
+                              description="seconds from the start of the voice")
+    volume: float = Field(1.0, ge=0, le=MAX_SFX_VOLUME, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, config=_STRICT)
 class FinishOptions:
-    width: int | None = None           # None = keep the source frame size
-    height: int | None = None
-    fps: float = 30
+    width: int | None = Field(None, ge=2, le=MAX_OUTPUT_SIDE)   # None = keep the source size
+    height: int | None = Field(None, ge=2, le=MAX_OUTPUT_SIDE)
+    fps: float = Field(30, gt=0, le=MAX_FPS, allow_inf_nan=False)
     quality: str = "standard"          # a preset name or alias (media.presets)
     music: str | None = None           # media location (see the module docstring)
-    music_volume: float = 1.0
+    music_volume: float = Field(1.0, ge=0, le=MAX_BED_VOLUME, allow_inf_nan=False)
     ambience: str | None = None
-    ambience_volume: float = 1.0
+    ambience_volume: float = Field(1.0, ge=0, le=MAX_BED_VOLUME, allow_inf_nan=False)
     sfx: tuple[SfxTrack, ...] = ()
     captions: tuple[Caption, ...] = ()
     caption_style: CaptionStyle = CaptionStyle()
     ducking: Ducking = Ducking()
     normalize_loudness: bool = True    # -14 LUFS integrated, true peak <= -1 dBTP, two-pass
     write_srt: bool = True
-    threads: int = 0                   # x264/ffmpeg threads; 0 = ffmpeg decides
+    threads: int = Field(0, ge=0, le=MAX_THREADS)   # x264/ffmpeg threads; 0 = ffmpeg decides
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FinishOptions":

@@ -6,18 +6,25 @@ value into a checked local file (SPEC.md §1: https URL, base64, or data: URI).
 while reading, then proves the bytes are what the field needs:
 
 - images: magic bytes in the whitelist (PNG, JPEG, WebP, BMP, GIF), Pillow opens them with only
-  that format's plugin, the pixel count is checked from the header BEFORE decoding (bombs), then
-  verify() + load() (truncation, bad CRCs). The file is kept as sent; EXIF orientation is the
-  caller's business (media.frames.load_image applies it);
+  that format's plugin (those of its openers this Pillow registers: Pillow 13 dropped the MPO
+  opener), the pixel count is checked from the header BEFORE decoding (bombs), then verify() +
+  load() (truncation, bad CRCs). The file is kept as sent; EXIF orientation and the conversion
+  of every mode (16-bit grey, palette, CMYK, ...) to 8-bit RGB are the caller's business
+  (media.frames.load_image does both);
 - audio: magic bytes of a known audio/video container (so text such as an HLS playlist never
   reaches ffmpeg), ffprobe first (an audio stream, a whitelisted demuxer, declared duration),
   then the first audio track is decoded to 16-bit PCM WAV (video containers give their sound),
-  capped at the duration limit; truncation is caught by comparing declared and decoded length.
+  downmixed to mono/stereo and resampled to at most 48 kHz WHILE decoding (what the finisher's
+  mix uses anyway), capped at the duration limit and at a decoded-size budget per field and per
+  request (ffmpeg stops writing at the budget: a small, highly compressible upload cannot
+  become gigabytes); truncation is caught by comparing declared and decoded length.
   ffprobe and ffmpeg may open local files only (media.ffmpeg.LOCAL_FILES_ONLY): a playlist
   that slips past the magic bytes (behind an ID3 tag, say) still cannot reach the network.
 
 Every failure is an `InputError` carrying the HTTP status, a stable code and the field name,
-with a message safe to return to the client. Blocking: call it from a thread in async code.
+with a message safe to return to the client: whatever a decoder library raises on a client's
+bytes becomes a 422, never a 500 (tests/serve_app/inputs/test_decoder_fuzz.py mutates files of
+every accepted format). Blocking: call it from a thread in async code.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import binascii
 import codecs
 import hashlib
 import io
+import logging
 import os
 import re
 import struct
@@ -40,6 +48,8 @@ from serve_app.netguard import FetchError, FetchPolicy, fetch
 __all__ = ["InputError", "FetchPolicy", "Limits", "AcquiredFile", "acquire", "decode_inline",
            "fetch_url"]
 
+log = logging.getLogger("personaforge.inputs")
+
 MiB = 1024 * 1024
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "BMP": ".bmp",
                  "GIF": ".gif"}
@@ -52,6 +62,12 @@ AUDIO_DEMUXERS = {"wav", "w64", "mp3", "ogg", "flac", "mov", "mp4", "m4a", "3gp"
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/\-_]*={0,2}$")
 _OTHER_FORMAT_RE = re.compile(r"\[(\w+) @ [^\]]*\] Format not on whitelist")  # ffprobe's words
+# Decoded audio is at most stereo and 48 kHz (the finisher mixes at 48 kHz stereo, the lip-sync
+# listens at 16 kHz mono): more channels are downmixed, higher rates resampled while decoding.
+MAX_DECODED_CHANNELS = 2
+MAX_DECODED_SAMPLE_RATE = 48000
+DECODED_AUDIO_SUFFIX = ".wav"  # the decoded file of every audio field (counted per request)
+WAV_HEADER_BYTES = 4096  # room for the WAV header and ffmpeg's LIST chunk in a byte budget
 
 
 class InputError(Exception):
@@ -67,7 +83,13 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Size and duration bounds for one field (sfx tracks may want a smaller min_audio_seconds)."""
+    """Size and duration bounds for one field (sfx tracks may want a smaller min_audio_seconds).
+
+    Decoded audio has two budgets, enforced while ffmpeg writes (it stops at the budget):
+    `max_decoded_audio_bytes` per field (600 s of 48 kHz stereo 16-bit PCM is 110 MiB) and
+    `max_request_decoded_audio_bytes` for all the audio fields of one request together (a
+    request may carry up to 3 + 64 audio fields). A request's fields are those acquired into
+    the same `dest_dir` (the service decodes each request into a folder of its own)."""
     max_image_bytes: int = 20 * MiB
     max_audio_bytes: int = 100 * MiB
     max_image_pixels: int = 40_000_000
@@ -76,6 +98,8 @@ class Limits:
     max_audio_seconds: float = 600.0
     min_audio_seconds: float = 0.2
     audio_decode_timeout_s: float = 300.0
+    max_decoded_audio_bytes: int = 128 * MiB
+    max_request_decoded_audio_bytes: int = 384 * MiB
 
 
 @dataclass(frozen=True)
@@ -193,17 +217,39 @@ def acquire(value: str, field: str, kind: Literal["image", "audio"], dest_dir: s
         size, digest = _size_and_hash(raw_path)
         # 3. Prove it is what the field needs.
         if kind == "image":
-            facts = _check_image(raw_path, field, limits)
+            facts = _guarded(_check_image, raw_path, field, limits)
             path = stem + IMAGE_FORMATS[facts["format"]]
             os.replace(raw_path, path)
         else:
-            path = stem + ".wav"
-            facts = _check_audio(raw_path, path, field, limits)
+            path = stem + DECODED_AUDIO_SUFFIX
+            try:
+                facts = _guarded(_check_audio, raw_path, path, field, limits)
+            except BaseException:
+                _remove(path)
+                raise
         return AcquiredFile(field=field, kind=kind, path=path, size_bytes=size, sha256=digest,
                             source=source, **facts)
     finally:
         if os.path.exists(raw_path):
             os.remove(raw_path)
+
+
+
+def _guarded(check, *args):
+    """Run a media check; anything a decoder raises on the client's bytes, beyond what the check
+    turns into an InputError itself, is still the media's fault: 422, never a 500. OSError
+    stays ours (a full disk is a 5xx); the checks catch the decoders' own OSErrors."""
+    field = args[-2]
+    kind = "image" if check is _check_image else "audio"
+    try:
+        return check(*args)
+    except (InputError, OSError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        log.warning("decoding %s raised %s: %s", field, type(e).__name__, e)
+        raise InputError(field, f"cannot be decoded as {kind} (the file is corrupt or not a "
+                         "supported variant of its format)", status=422,
+                         code=f"UNREADABLE_{kind.upper()}") from None
 
 
 def _file_stem(field: str) -> str:
@@ -282,7 +328,14 @@ def _check_image(path: str, field: str, limits: Limits) -> dict[str, Any]:
     if family != "image":
         raise InputError(field, f"looks like {name}, not an image; send PNG, JPEG, WebP, BMP "
                          "or GIF", status=415, code="UNSUPPORTED_IMAGE_FORMAT")
-    plugin = [name, "MPO"] if name == "JPEG" else [name]  # camera JPEGs open as MPO
+    # Camera JPEGs open as MPO where Pillow registers an MPO opener (up to 12); Pillow 13 opens
+    # them through the JPEG opener only. A format Pillow does not register is never asked for:
+    # Image.open raises KeyError for it (a 500 on a cut JPEG header, issue 21).
+    Image.init()
+    plugin = [f for f in ([name, "MPO"] if name == "JPEG" else [name]) if f in Image.OPEN]
+    if not plugin:
+        raise InputError(field, f"is a {name} image, which this server's image library cannot "
+                         "open", status=415, code="UNSUPPORTED_IMAGE_FORMAT")
     try:
         # 1. Header only: size is known before a single pixel is decoded.
         with Image.open(path, formats=plugin) as im:
@@ -300,7 +353,8 @@ def _check_image(path: str, field: str, limits: Limits) -> dict[str, Any]:
         raise InputError(field, "declares more pixels than allowed (a decompression bomb?); "
                          f"the limit is {limits.max_image_pixels} pixels", status=413,
                          code="IMAGE_TOO_LARGE") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError,
+            TypeError, ZeroDivisionError, AttributeError) as e:
         reason = "it is truncated" if "truncat" in str(e).lower() else "it is corrupt"
         raise InputError(field, f"is a {name} file that cannot be decoded: {reason}",
                          status=422, code="UNREADABLE_IMAGE") from None
@@ -352,17 +406,28 @@ def _check_audio(src: str, dest: str, field: str, limits: Limits) -> dict[str, A
     if declared > limits.max_audio_seconds:
         raise _too_long(field, declared, limits)
     # 3. Decode the first audio track to PCM WAV with the demuxer ffprobe chose, capped just
-    #    past the limit so a lying header cannot make us decode for ever.
+    #    past the limit so a lying header cannot make us decode for ever; downmixed and
+    #    resampled while decoding, and cut by ffmpeg itself at the decoded-size budget.
+    channels = 1 if stream.channels == 1 else MAX_DECODED_CHANNELS
+    rate = min(stream.sample_rate, MAX_DECODED_SAMPLE_RATE) if stream.sample_rate > 0 \
+        else MAX_DECODED_SAMPLE_RATE
+    budget, which = _decode_budget(dest, field, limits)
     try:
         run(["-v", "error", *LOCAL_FILES_ONLY, "-f", demuxer, "-i", src,
              "-map", "0:a:0", "-vn", "-sn", "-dn", "-t", f"{limits.max_audio_seconds + 1:.3f}",
-             "-c:a", "pcm_s16le", "-f", "wav", dest],
+             "-ac", str(channels), "-ar", str(rate), "-c:a", "pcm_s16le",
+             "-fs", str(budget), "-f", "wav", dest],
             timeout_s=limits.audio_decode_timeout_s, what=f"decoding {field}")
+        if os.path.exists(dest) and os.path.getsize(dest) >= budget:
+            raise _over_budget(field, which, limits)
         out = probe(dest).audio
     except MediaError as e:
         _remove(dest)
         raise InputError(field, f"could not be decoded: {_ffmpeg_reason(e, src)}", status=422,
                          code="UNREADABLE_AUDIO") from None
+    except InputError:
+        _remove(dest)
+        raise
     # 4. What decoded: truncation, duration bounds.
     try:
         decoded = out.duration_s if out else 0.0
@@ -383,6 +448,33 @@ def _check_audio(src: str, dest: str, field: str, limits: Limits) -> dict[str, A
         raise
     return {"format": demuxer, "duration_s": decoded, "sample_rate": out.sample_rate,
             "channels": out.channels, "audio_codec": stream.codec_name}
+
+
+def _decode_budget(dest: str, field: str, limits: Limits) -> tuple[int, str]:
+    """(bytes this field's decoded WAV may reach, which budget binds: "field" or "request").
+    The request's budget is what the audio already decoded into `dest`'s folder left over."""
+    folder = os.path.dirname(dest) or "."
+    used = sum(e.stat().st_size for e in os.scandir(folder)
+               if e.is_file() and e.name.endswith(DECODED_AUDIO_SUFFIX) and e.path != dest)
+    left = limits.max_request_decoded_audio_bytes - used
+    if left <= WAV_HEADER_BYTES:
+        raise _over_budget(field, "request", limits)
+    if left < limits.max_decoded_audio_bytes:
+        return left, "request"
+    return limits.max_decoded_audio_bytes, "field"
+
+
+def _over_budget(field: str, which: str, limits: Limits) -> InputError:
+    if which == "request":
+        return InputError(field, "decodes to more audio than this request's budget allows: "
+                          "all audio fields of one request together may decode to at most "
+                          f"{_human(limits.max_request_decoded_audio_bytes)} of PCM (mono or "
+                          f"stereo, at most {MAX_DECODED_SAMPLE_RATE} Hz, 16-bit)", status=413,
+                          code="DECODED_AUDIO_BUDGET")
+    return InputError(field, "decodes to more than the "
+                      f"{_human(limits.max_decoded_audio_bytes)} limit of decoded audio per field "
+                      f"(mono or stereo, at most {MAX_DECODED_SAMPLE_RATE} Hz, 16-bit)",
+                      status=413, code="DECODED_AUDIO_TOO_LARGE")
 
 
 def _unsupported_container(field: str, format_name: str) -> InputError:

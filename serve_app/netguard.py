@@ -7,7 +7,9 @@ internal service. `fetch()` refuses that:
 1. the URL is parsed and checked before any network use: scheme (https; http only if the policy
    allows), no `user:pass@`, optional host allow-list, bounded length;
 2. the host is resolved here, once, and EVERY address must be public (v4 and v6; IPv4 hidden
-   inside IPv6 as mapped / 6to4 / Teredo is unwrapped and checked too);
+   inside IPv6 as mapped / 6to4 / Teredo is unwrapped and checked too). Cloud metadata
+   services (by address and by name) are refused in every mode, `allow_private` and
+   `trusted_networks` included;
 3. the connection goes to exactly those checked addresses: a pinned httpcore network backend
    ignores DNS, so a rebinding DNS answer between check and connect cannot swap the address.
    The URL keeps its host name, so the Host header, TLS SNI and certificate check are unchanged;
@@ -16,7 +18,9 @@ internal service. `fetch()` refuses that:
    under connect/read timeouts and one total deadline that also bounds every socket operation.
 
 Errors are `FetchError`s whose text names the host only: never the userinfo, path or query of a
-URL (presigned URLs carry their signature there). The caller adds which field it was.
+URL (presigned URLs carry their signature there). The caller adds which field it was. Whatever
+a URL holds (bad IDNA labels such as `xn--a`, odd brackets, ports, escapes), parsing it ends in
+a value or a 4xx FetchError, never another exception: a client's URL cannot make a 500.
 """
 from __future__ import annotations
 
@@ -41,6 +45,16 @@ CHUNK_BYTES = 64 * 1024
 # getaddrinfo has no timeout of its own; it runs here so a stuck resolver costs a thread, not
 # the request (the lookup is abandoned at the fetch's deadline).
 _RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="netguard-dns")
+# Cloud metadata services: refused in every mode (allow_private, trusted_networks), by address
+# and by name (a name is refused wherever it resolves). AWS (IPv4, IPv6 on Nitro, ECS task
+# metadata), GCP, Azure and OpenStack use 169.254.169.254 (link-local: refused anyway), Alibaba
+# 100.100.100.200 (in the CGNAT range that allow_private admits), Oracle 192.0.0.192.
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.170.2", "169.254.169.253", "fd00:ec2::254", "fd00:ec2::253",
+    "100.100.100.200", "192.0.0.192"))
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata",
+                            "instance-data", "instance-data.ec2.internal",
+                            "metadata.tencentyun.com", "metadata.azure.com"})
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,8 @@ def describe_url(url: httpx.URL | str) -> str:
     """`scheme://host[:port]` of a URL: enough to recognise it, never a credential or token."""
     try:
         u = url if isinstance(url, httpx.URL) else httpx.URL(url)
-        host = f"[{u.host}]" if ":" in u.host else u.host
+        host = host_of(u)  # never decodes IDNA: a malformed label cannot raise here
+        host = f"[{host}]" if ":" in host else host
         return f"{u.scheme}://{host}" + (f":{u.port}" if u.port else "")
     except Exception:
         return "the URL"
@@ -95,7 +110,24 @@ def describe_url(url: httpx.URL | str) -> str:
 # --- 1. The URL itself --------------------------------------------------------------------
 
 def check_url(url: str | httpx.URL, policy: FetchPolicy) -> httpx.URL:
-    """Parse and check a URL before any network use; returns the parsed URL."""
+    """Parse and check a URL before any network use; returns the parsed URL. Any failure to
+    parse or decode it (httpx, IDNA, ports, escapes) is a 400 FetchError, never another error."""
+    try:
+        return _check_url(url, policy)
+    except FetchError:
+        raise
+    except Exception:  # noqa: BLE001 - whatever the parser chokes on is the URL's fault
+        raise FetchError("URL could not be parsed (its host name or address is malformed)",
+                         code="BAD_URL") from None
+
+
+def host_of(u: httpx.URL) -> str:
+    """The URL's host as text, without decoding IDNA (a malformed `xn--` label cannot raise):
+    the ASCII form the connection uses, lower case, brackets and trailing dot removed."""
+    return u.raw_host.decode("ascii", "replace").strip("[]").rstrip(".").lower()
+
+
+def _check_url(url: str | httpx.URL, policy: FetchPolicy) -> httpx.URL:
     text = str(url)
     if len(text) > policy.max_url_length:
         raise FetchError(f"URL is longer than {policy.max_url_length} characters",
@@ -106,18 +138,30 @@ def check_url(url: str | httpx.URL, policy: FetchPolicy) -> httpx.URL:
         raise FetchError("URL could not be parsed", code="BAD_URL") from None
     allowed = ("https", "http") if policy.allow_http else ("https",)
     if u.scheme not in allowed:
-        raise FetchError(f"URL scheme {u.scheme!r} is not allowed; use "
+        raise FetchError(f"URL scheme {u.scheme[:20]!r} is not allowed; use "
                          + (" or ".join(allowed)), code="URL_SCHEME_NOT_ALLOWED")
     if u.userinfo:
         raise FetchError(f"URL for {describe_url(u)} carries a user name or password; "
                          "credentials in URLs are refused (use a presigned URL)",
                          code="URL_HAS_CREDENTIALS")
-    if not u.host:
+    if not u.raw_host:
         raise FetchError("URL has no host", code="BAD_URL")
     if not _HOST_RE.fullmatch(u.raw_host.decode("ascii", "replace")):
         raise FetchError("URL's host is not a valid host name or address", code="BAD_URL")
-    if policy.allowed_hosts and not _host_allowed(u.host, policy.allowed_hosts):
-        raise FetchError(f"host {u.host} is not in this server's list of allowed hosts",
+    host = host_of(u)
+    if _literal(host) is None:
+        try:  # the name must decode (IDNA): `xn--a` and friends are not host names
+            host.encode("ascii").decode("idna")
+            _ = u.host
+        except (UnicodeError, ValueError):
+            raise FetchError("URL's host is not a valid internationalised host name "
+                             "(a malformed xn-- label)", code="BAD_URL") from None
+    if host in METADATA_HOSTS:
+        raise FetchError(f"host {host} is a cloud metadata service; it is never fetched",
+                         code="URL_NOT_ALLOWED")
+    _ = u.port  # a port out of range raises here, inside the guard
+    if policy.allowed_hosts and not _host_allowed(host, policy.allowed_hosts):
+        raise FetchError(f"host {host} is not in this server's list of allowed hosts",
                          code="URL_NOT_ALLOWED")
     return u
 
@@ -137,6 +181,8 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 def address_problem(ip: Address, policy: FetchPolicy) -> str | None:
     """Why `ip` may not be fetched from under `policy`, or None when it may."""
+    if _is_metadata(ip):
+        return "a cloud metadata service"
     if any(ip in ipaddress.ip_network(n, strict=False) for n in policy.trusted_networks):
         return None
     judged: list[Address] = [ip]
@@ -156,8 +202,19 @@ def address_problem(ip: Address, policy: FetchPolicy) -> str | None:
     return None
 
 
+def _is_metadata(ip: Address) -> bool:
+    if ip in METADATA_ADDRESSES:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        return any(a in METADATA_ADDRESSES for a in inner if a)
+    return False
+
+
 def _categories(ip: Address) -> tuple[str | None, str | None]:
     """(never-allowed reason, allowed-only-with-allow_private reason)."""
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata service", None
     if ip.is_unspecified:
         return "unspecified (it reaches this machine)", None
     if ip.is_link_local:
@@ -338,8 +395,12 @@ def fetch(url: str, sink: BinaryIO, max_bytes: int, policy: FetchPolicy) -> Fetc
         except _TRANSPORT_ERRORS as e:
             raise FetchError(f"{where} could not be fetched: {_transport_reason(e)}",
                              code="URL_UNREACHABLE") from None
+        except (httpx.InvalidURL, UnicodeError, ValueError):
+            # the URL passed check_url but httpx/httpcore cannot build a request from it
+            raise FetchError(f"{where} could not be requested: the URL is malformed",
+                             code="BAD_URL") from None
         if isinstance(outcome, FetchResult):
-            return FetchResult(outcome.size, outcome.content_type, hop, current.host)
+            return FetchResult(outcome.size, outcome.content_type, hop, host_of(current))
         try:
             target = current.join(outcome)
         except Exception:
@@ -391,7 +452,7 @@ def _one_hop(url: httpx.URL, sink: BinaryIO, max_bytes: int, policy: FetchPolicy
                 sink.write(chunk)
             if size == 0:
                 raise FetchError(f"{describe_url(url)} sent an empty body", code="EMPTY_INPUT")
-            return FetchResult(size, resp.headers.get("content-type", ""), 0, url.host)
+            return FetchResult(size, resp.headers.get("content-type", ""), 0, host_of(url))
 
 
 def _transport_reason(exc: BaseException) -> str:

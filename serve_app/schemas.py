@@ -2,6 +2,9 @@
 OpenAPI schema served at /docs.
 
 Inputs forbid unknown fields, so a typo ("captons") is a 400 naming it instead of a silent no-op.
+Every number is finite (JSON's 1e309 and Python's Infinity/NaN are refused) and bounded on both
+sides (tests/hardening/test_numeric_bounds.py walks the schema to hold that); the captions of a
+render are also bounded by their total text, which sets how long their layout may take.
 """
 from __future__ import annotations
 
@@ -16,22 +19,30 @@ from media.presets import QUALITY_NAMES, preset_name
 
 MAX_FRAME_SIDE = 3840
 MAX_CAPTIONS = 500
+# The captions of one render together: their layout is the finisher's CPU cost that grows with
+# text. Measured worst case (tests/media/test_caption_cancel.py, 2-core box, 2026-12-07): about
+# 0.3 ms per character, 0.4-0.8 s per 2000-character caption in the costliest style; 20000
+# characters is then ~6 s of layout at most (500 captions of 40 characters fit), where the
+# count and per-caption limits alone allowed 500 x 2000 characters: minutes.
+MAX_CAPTION_TEXT_TOTAL = 20000
 MAX_SFX = 64
+MAX_IMAGE_SIDE = 16384  # serve_app.inputs.Limits.max_image_side: a face box lies inside it
 # The framings the take renderer knows (personas.takes.ANGLES, which imports torch: too heavy
 # for the ingress; tests/serve_app/test_schemas.py keeps the two equal).
 TakeAngle = Literal["front", "three_quarter", "closeup"]
 FaceRestoreWeight = Annotated[float, Field(
-    ge=0, le=1, description="face-restore strength: 0 keeps the lip-synced face, 1 is the fully "
-    "restored face (GFPGAN `weight`)")]
+    ge=0, le=1, allow_inf_nan=False, description="face-restore strength: 0 keeps the lip-synced "
+    "face, 1 is the fully restored face (GFPGAN `weight`)")]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 Media = Annotated[str, Field(min_length=1, description="https URL, base64, or data: URI")]
-FaceBox = Annotated[list[float], Field(min_length=4, max_length=4,
-                                       description="[x0, y0, x1, y1] in image pixels")]
+BoxCoordinate = Annotated[float, Field(ge=0, le=MAX_IMAGE_SIDE, allow_inf_nan=False)]
+FaceBox = Annotated[list[BoxCoordinate], Field(min_length=4, max_length=4,
+                                               description="[x0, y0, x1, y1] in image pixels")]
 
 
 def _check_face_box(box: list[float] | None) -> list[float] | None:
@@ -71,7 +82,7 @@ class LipsyncOnlyInput(_Quality):
 class OutputFormat(_Strict):
     width: int = Field(1080, ge=64, le=MAX_FRAME_SIDE)
     height: int = Field(1920, ge=64, le=MAX_FRAME_SIDE)
-    fps: float = Field(30, ge=1, le=60)
+    fps: float = Field(30, ge=1, le=60, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _even(self):
@@ -102,6 +113,15 @@ class VideoRenderInput(_Quality):
     _tid = field_validator("take_id")(lambda v: v if v is None else check_id(v, "take_id"))
     _box = field_validator("face_box")(_check_face_box)
 
+    @field_validator("captions")
+    @classmethod
+    def _caption_text_total(cls, v: list[Caption]) -> list[Caption]:
+        total = sum(len(c.text) for c in v)
+        if total > MAX_CAPTION_TEXT_TOTAL:
+            raise ValueError(f"captions hold {total} characters of text together; the limit is "
+                             f"{MAX_CAPTION_TEXT_TOTAL}")
+        return v
+
     @model_validator(mode="after")
     def _source(self):
         if self.image is None and not (self.persona_id and self.take_id):
@@ -114,7 +134,7 @@ class VideoRenderInput(_Quality):
 class TakeSpec(_Strict):
     emotion: str = Field("neutral", max_length=32, pattern=r"^[A-Za-z0-9_\- ]+$")
     angle: TakeAngle = "front"
-    intensity: float = Field(0.5, ge=0, le=1)
+    intensity: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
 
 
 class PersonaBuildInput(_Strict):

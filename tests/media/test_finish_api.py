@@ -46,7 +46,8 @@ def test_quality_aliases_and_unknown_quality():
 
 @pytest.mark.parametrize("make,message", [
     (lambda: FinishOptions(quality="ultra"), "unknown quality"),
-    (lambda: FinishOptions(fps=0), "fps must be in"),
+    (lambda: FinishOptions(fps=0), "fps\n  Input should be greater than 0"),
+    (lambda: FinishOptions(fps=float("inf")), "fps\n  Input should be a finite number"),
     (lambda: FinishOptions(width=101, height=100), "must be positive and even"),
     (lambda: FinishOptions(captions=(Caption("x", 2.0, 1.0),)), "needs 0 <= start < end"),
     (lambda: FinishOptions(ducking=Ducking(base_volume=1.5)), "base_volume"),
