@@ -8,7 +8,7 @@ render are also bounded by their total text, which sets how long their layout ma
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -140,7 +140,9 @@ class TakeSpec(_Strict):
 class PersonaBuildInput(_Strict):
     job_type: Literal["persona_build"]
     persona_id: str
-    job_id: str | None = Field(None, description="defaults to persona_build_<persona_id>")
+    job_id: str | None = Field(None, description="defaults to persona_build_<persona_id>_<digest "
+                               "of the body>: the same body is the same job; after a failed "
+                               "build the same body runs again (README, API)")
     primary_image: Media
     archetype: str = Field("", max_length=200)
     face_box: FaceBox | None = None
@@ -167,9 +169,25 @@ JobInput = Annotated[Union[LipsyncOnlyInput, VideoRenderInput, PersonaBuildInput
 
 
 def job_id_of(inp: LipsyncOnlyInput | VideoRenderInput | PersonaBuildInput) -> str:
-    if isinstance(inp, PersonaBuildInput):
-        return inp.job_id or f"persona_build_{inp.persona_id}"
+    """The client's job id (a persona_build without one gets its id from the service, by its
+    body: serve_app/service.py persona_build_stem)."""
+    if inp.job_id is None:
+        raise ValueError("job_id is derived by the service for a persona_build without one")
     return inp.job_id
+
+
+MAX_POLICY_MS = 7 * 24 * 3600 * 1000
+
+
+class Policy(_Strict):
+    """RunPod's execution policy (milliseconds, as RunPod spells them)."""
+    executionTimeout: int | None = Field(None, ge=1, le=MAX_POLICY_MS, description="longest the "
+                                         "job may run once started, ms (within our own job "
+                                         "limit); past it the job ends TIMED_OUT")
+    ttl: int | None = Field(None, ge=1, le=MAX_POLICY_MS, description="longest the job may wait "
+                            "in the queue, ms; a job that waited longer ends TIMED_OUT unrun")
+    lowPriority: bool | None = Field(None, description="accepted for RunPod compatibility; every "
+                                     "job here is queued first come, first served")
 
 
 class RunRequest(BaseModel):
@@ -177,7 +195,7 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input: JobInput
     webhook: str | None = Field(None, description="accepted for RunPod compatibility; not called")
-    policy: dict[str, Any] | None = Field(None, description="accepted for RunPod compatibility")
+    policy: Policy | None = Field(None, description="RunPod's executionTimeout and ttl (ms)")
 
 
 class RunResponse(BaseModel):

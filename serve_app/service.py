@@ -130,7 +130,11 @@ class StudioService:
         with self.runner.admission():
             request = await asyncio.get_running_loop().run_in_executor(
                 self.input_pool, self._store_inputs, inp, job_id)
-            record = JobRecord(id=job_id, job_type=JobType(inp.job_type), request=request)
+            policy = req.policy
+            record = JobRecord(
+                id=job_id, job_type=JobType(inp.job_type), request=request,
+                execution_timeout_s=_seconds(policy.executionTimeout if policy else None),
+                ttl_s=_seconds(policy.ttl if policy else None))
             stored, created = await self.runner.submit(record)
         if not created:  # a concurrent submission of this id won: its inputs are the job's
             await asyncio.to_thread(self._drop, _stored_media(request))
@@ -270,6 +274,10 @@ class StudioService:
                   "inProgress": r.running, "inQueue": r.waiting, "retried": r.counts["retried"]},
             workers={"running": r.running, "idle": max(0, self.settings.max_running_jobs - r.running)},
             engines=self.engines, ready=not (reasons := self.not_ready()), reasons=reasons)
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 def _stored_media(request: dict) -> list[str]:

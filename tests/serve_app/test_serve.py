@@ -221,6 +221,7 @@ def download_outputs(final: dict, dest) -> dict:
     """GET every output link through the Serve proxy WITHOUT the API key (links are signed);
     a tampered signature or a bare link must be refused."""
     links = output_links(final)
+    persona_job = next(job_id for job_id in final if job_id.startswith("persona_build_"))
     assert {"http-ls/video", "http-vr/video", "http-vr/thumbnail", "http-vr/captions",
             "http-take/video", "http-take/thumbnail", f"{persona_job}/p1_take_0",
             f"{persona_job}/manifest"} <= set(links), sorted(links)
