@@ -67,6 +67,8 @@ class JobRecord(BaseModel):
     # longest it may wait in the queue before it is dropped (ttl); None = only our own limits.
     execution_timeout_s: float | None = None
     ttl_s: float | None = None
+    webhook: str | None = None                 # RunPod's webhook: told when the job ends
+    webhook_delivery: dict[str, Any] | None = None  # its outcome (serve_app/webhooks.py)
     owner: str | None = None
     heartbeat_at: float | None = None
     result: JobResult | None = None

@@ -147,6 +147,9 @@ class JobRunner:
         self._running_ids: set[str] = set()
         self._taken_over: set[str] = set()  # runs that found a later attempt claimed elsewhere
         self._record_locks: dict[str, threading.Lock] = {}  # running jobs: beat vs final save
+        # told of each job that became final here (a run's end, a reaper's verdict, a cancel
+        # of a job owned elsewhere), after its record is written: webhooks hang on it
+        self.on_final: Callable[[JobRecord], None] | None = None
         self._admitting = 0  # submissions holding a queue place (see admission())
         self._draining = False
         self._reaper: asyncio.Task | None = None
@@ -330,7 +333,8 @@ class JobRunner:
         self._mark_final(rec, status, result=result, error=error)
         for delay in (*self.timings.final_save_backoff_s, None):
             try:
-                await asyncio.to_thread(self._save_final, rec)
+                if await asyncio.to_thread(self._save_final, rec):
+                    self._told_final(rec)
                 return
             except Exception as e:  # noqa: BLE001 - storage errors of either backend
                 if delay is None:
@@ -361,6 +365,13 @@ class JobRunner:
             except Exception as e:  # noqa: BLE001
                 log.warning("job %s: heartbeat skipped (%s)", rec.id, type(e).__name__)
 
+    def _told_final(self, rec: JobRecord) -> None:
+        if self.on_final is not None:
+            try:
+                self.on_final(rec)
+            except Exception:  # noqa: BLE001 - a listener never undoes a written result
+                log.exception("job %s: the final-status listener failed", rec.id)
+
     def _save_beat(self, rec: JobRecord) -> None:
         """One heartbeat's save, never after the final record: once the job is final (its
         final save holds or held the lock), a late beat writes nothing."""
@@ -385,6 +396,7 @@ class JobRunner:
             rec.error = ErrorInfo(code="CANCELLED", message="the job was cancelled")
             rec.result = JobResult(success=False, error=rec.error, metadata={"job_id": rec.id})
             await asyncio.to_thread(self.store.save, rec)
+            self._told_final(rec)
         return rec
 
     # ---- liveness, recovery and drain ------------------------------------------------------
@@ -419,9 +431,11 @@ class JobRunner:
     async def reap(self) -> list[str]:
         """Adopt jobs whose owner is gone: re-run them, or fail them with a reason after
         max_attempts. Returns the ids acted on."""
-        acted, restart = await asyncio.to_thread(self._reap_scan, set(self._tasks))
+        acted, restart, ended = await asyncio.to_thread(self._reap_scan, set(self._tasks))
         for job_id, attempt in restart:
             self._start(job_id, attempt)
+        for rec in ended:
+            self._told_final(rec)
         return acted
 
     def _owner_alive(self, rec: JobRecord, now: float) -> bool:
@@ -437,9 +451,11 @@ class JobRunner:
         seen = self.store.replica_seen(rec.owner)
         return seen is not None and now - seen < self.settings.lease_s
 
-    def _reap_scan(self, local: set[str]) -> tuple[list[str], list[tuple[str, int]]]:
-        """`local`: the jobs this replica has tasks for (read on the loop, not in this thread)."""
-        acted, restart = [], []
+    def _reap_scan(self, local: set[str]
+                   ) -> tuple[list[str], list[tuple[str, int]], list[JobRecord]]:
+        """`local`: the jobs this replica has tasks for (read on the loop, not in this thread).
+        Returns (ids acted on, (id, attempt) to re-run, records this scan made final)."""
+        acted, restart, ended = [], [], []
         now = self.clock()
         for job_id in self.store.active_ids():
             if job_id in local:
@@ -450,19 +466,21 @@ class JobRunner:
             if now - rec.created_at > self.settings.job_timeout_s:
                 self._mark_final(rec, JobStatus.TIMED_OUT, error=ErrorInfo(
                     code="TIMED_OUT", message="job exceeded its time limit while its worker was lost"))
-                self._save_final(rec)
+                if self._save_final(rec):
+                    ended.append(rec)
             elif rec.attempts >= self.settings.max_attempts:
                 self._mark_final(rec, JobStatus.FAILED, error=ErrorInfo(
                     code="WORKER_LOST", message=f"the worker running this job stopped responding "
                     f"{rec.attempts} times; giving up"))
-                self._save_final(rec)
+                if self._save_final(rec):
+                    ended.append(rec)
             else:
                 rec.status, rec.owner, rec.heartbeat_at = JobStatus.IN_QUEUE, self.replica_id, now
                 self.store.save(rec)
                 self.counts["retried"] += 1
                 restart.append((job_id, rec.attempts + 1))
             acted.append(job_id)
-        return acted, restart
+        return acted, restart, ended
 
     async def drain(self, timeout_s: float) -> dict:
         """Replica shutdown: take no new jobs, hand the waiting ones back (other replicas adopt

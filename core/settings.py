@@ -51,6 +51,7 @@ class Settings(BaseModel):
     production: bool = False
     api_key: SecretStr | None = None        # Bearer key; None = open (only sensible on 127.0.0.1)
     endpoint_id: str | None = None          # if set, /v2/<other id>/... answers 404
+    webhook_secret: SecretStr | None = None  # signs webhook deliveries (HMAC-SHA256 of the body)
 
     # Jobs
     max_running_jobs: int = 2               # per ingress replica; the rest wait IN_QUEUE
@@ -100,6 +101,7 @@ class Settings(BaseModel):
             production=_env_bool("PF_PRODUCTION", False),
             api_key=_env("PF_API_KEY"),
             endpoint_id=_env("PF_ENDPOINT_ID"),
+            webhook_secret=_env("PF_WEBHOOK_SECRET"),
             max_running_jobs=int(_env_float("PF_MAX_RUNNING_JOBS", 2)),
             max_queued_jobs=int(_env_float("PF_MAX_QUEUED_JOBS", 100)),
             runsync_wait_s=_env_float("PF_RUNSYNC_WAIT_S", 60.0),
@@ -118,7 +120,7 @@ class Settings(BaseModel):
     def public_view(self) -> dict:
         """Settings safe to log or show: secrets reduced to whether they are set."""
         out = self.model_dump(mode="json")
-        for k in ("r2_access_key", "r2_secret_key", "api_key"):
+        for k in ("r2_access_key", "r2_secret_key", "api_key", "webhook_secret"):
             out[k] = "set" if getattr(self, k) is not None else None
         return out
 

@@ -471,3 +471,44 @@ def _transport_reason(exc: BaseException) -> str:
     if isinstance(exc, (httpcore.ProtocolError, httpx.ProtocolError)):
         return "the server broke the HTTP protocol"
     return "the connection failed"
+
+
+def post(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy) -> int:
+    """POST `body` to `url` under the same guard as a fetch (checked URL, every address public,
+    connections pinned to the checked addresses, one total deadline), following 307/308
+    redirects (which keep the method and body), each hop checked again. Returns the final
+    HTTP status; FetchError when the URL is refused or the server cannot be reached."""
+    deadline = time.monotonic() + policy.total_timeout_s
+    ssl_context = ssl.create_default_context(cafile=policy.ca_bundle or certifi.where())
+    current = check_url(url, policy)
+    for _ in range(policy.max_redirects + 1):
+        where = describe_url(current)
+        port = current.port or (443 if current.scheme == "https" else 80)
+        try:
+            host = current.raw_host.decode("ascii")
+            addresses = resolve_checked(host, port, policy, deadline)
+            timeout = httpx.Timeout(connect=policy.connect_timeout_s, read=policy.read_timeout_s,
+                                    write=policy.read_timeout_s, pool=policy.connect_timeout_s)
+            transport = _PinnedTransport(_PinnedBackend(host, addresses, deadline), ssl_context)
+            with httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
+                              trust_env=False) as client:
+                resp = client.post(current, content=body, headers={
+                    "User-Agent": policy.user_agent, **headers})
+        except _TIMEOUTS:
+            raise FetchError(f"{where} did not answer in time", code="URL_TIMEOUT") from None
+        except _TRANSPORT_ERRORS as e:
+            raise FetchError(f"{where} could not be reached: {_transport_reason(e)}",
+                             code="URL_UNREACHABLE") from None
+        except (httpx.InvalidURL, UnicodeError, ValueError):
+            raise FetchError(f"{where} could not be requested: the URL is malformed",
+                             code="BAD_URL") from None
+        if resp.status_code not in (307, 308) or not resp.headers.get("location"):
+            return resp.status_code
+        try:
+            current = check_url(current.join(resp.headers["location"]), policy)
+        except FetchError:
+            raise
+        except Exception:
+            raise FetchError(f"{where} redirected to an invalid URL", code="BAD_URL") from None
+    raise FetchError(f"{describe_url(url)} redirected more than {policy.max_redirects} times",
+                     code="TOO_MANY_REDIRECTS")

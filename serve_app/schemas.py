@@ -8,7 +8,7 @@ render are also bounded by their total text, which sets how long their layout ma
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -194,7 +194,9 @@ class RunRequest(BaseModel):
     """RunPod request envelope: `{"input": {...}}` (+ RunPod's optional webhook/policy)."""
     model_config = ConfigDict(extra="forbid")
     input: JobInput
-    webhook: str | None = Field(None, description="accepted for RunPod compatibility; not called")
+    webhook: str | None = Field(None, max_length=8192, description="called with the final status "
+                                "JSON when the job ends (https, public address; retried; signed "
+                                "with X-PersonaForge-Signature when the service has a secret)")
     policy: Policy | None = Field(None, description="RunPod's executionTimeout and ttl (ms)")
 
 
@@ -212,6 +214,9 @@ class StatusResponse(BaseModel):
     executionTime: int | None = Field(None, description="ms of execution (RunPod field)")
     output: JobResult | None = None
     error: str | None = None
+    webhook: dict[str, Any] | None = Field(None, description="the webhook delivery's outcome: "
+                                           "state (delivered | failed), attempts, http_status, "
+                                           "error")
 
 
 class HealthResponse(BaseModel):

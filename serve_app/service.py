@@ -25,8 +25,10 @@ from core.settings import Settings
 from core.storage import Storage, StorageError, open_storage
 from graphs import GRAPHS
 from serve_app.inputs import FetchPolicy, InputError, Limits, acquire
+from serve_app.netguard import FetchError
 from serve_app.schemas import (HealthResponse, LipsyncOnlyInput, PersonaBuildInput, RunRequest,
                                StatusResponse, VideoRenderInput, job_id_of)
+from serve_app.webhooks import WebhookSender, check_webhook
 
 log = logging.getLogger("personaforge.service")
 
@@ -81,6 +83,10 @@ class StudioService:
                                   settings.request_timeout_s - 2 * RESPONSE_MARGIN_S)
         self.input_pool = ThreadPoolExecutor(INPUT_WORKERS, thread_name_prefix="pf-inputs")
         self.engines: dict[str, str] = {}
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        self.webhooks = WebhookSender(self.policy, secret, self._status_json,
+                                      self._record_webhook)
+        self.runner.on_final = self.webhooks.job_ended
         self.stage_reports: dict[str, dict] = {}   # each stage's last describe() answer
         self.silent_stages: set[str] = set()       # stages that did not answer the last ask
 
@@ -118,6 +124,11 @@ class StudioService:
         if reasons := self.not_ready():
             raise NotReady(reasons)
         inp = req.input
+        if req.webhook is not None:   # refused at the door like an input URL, never later
+            try:
+                await asyncio.to_thread(check_webhook, req.webhook, self.policy)
+            except FetchError as e:
+                raise InputError("webhook", str(e), status=e.status, code=e.code) from None
         if isinstance(inp, PersonaBuildInput) and inp.job_id is None:
             job_id, existing = await asyncio.to_thread(self._persona_build_job, inp)
         else:
@@ -134,7 +145,7 @@ class StudioService:
             record = JobRecord(
                 id=job_id, job_type=JobType(inp.job_type), request=request,
                 execution_timeout_s=_seconds(policy.executionTimeout if policy else None),
-                ttl_s=_seconds(policy.ttl if policy else None))
+                ttl_s=_seconds(policy.ttl if policy else None), webhook=req.webhook)
             stored, created = await self.runner.submit(record)
         if not created:  # a concurrent submission of this id won: its inputs are the job's
             await asyncio.to_thread(self._drop, _stored_media(request))
@@ -242,7 +253,18 @@ class StudioService:
             progress=1.0 if rec.status == JobStatus.COMPLETED else round(min(progress, 1.0), 4),
             delayTime=delay, executionTime=execution,
             output=rec.result if rec.status.final else None,
-            error=rec.error.message if rec.error else None)
+            error=rec.error.message if rec.error else None, webhook=rec.webhook_delivery)
+
+    def _status_json(self, job_id: str) -> dict | None:
+        """The body a webhook gets: what GET status answers for the job."""
+        st = self.status(job_id)
+        return None if st is None else st.model_dump(mode="json", exclude_none=True)
+
+    def _record_webhook(self, job_id: str, outcome: dict) -> None:
+        rec = self.runner.store.get(job_id)
+        if rec is not None:
+            rec.webhook_delivery = outcome
+            self.runner.store.save(rec)
 
     async def wait(self, job_id: str, timeout_s: float) -> None:
         await self.runner.wait(job_id, timeout_s)

@@ -252,3 +252,45 @@ def test_runsync_answers_before_the_proxy_limit_however_long_it_is_asked_to_wait
         assert r.status_code == 200 and r.json()["id"] == "slow-sync"
         assert r.json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
         assert c.post(f"{BASE}/cancel/slow-sync").status_code == 200
+
+
+def test_runpod_client_drives_a_job_with_a_webhook_and_a_policy(settings, voice, portrait, tmp_path):
+    """The official client sends RunPod's top-level webhook and policy with `run`; the job
+    completes, the webhook receives the final status once, and status shows the delivery."""
+    from tests.support.servers import WebhookReceiver
+
+    hook = WebhookReceiver()
+    app = build_api()
+    app.state.service = build_service(settings.model_copy(update={
+        "allow_http_inputs": True, "allow_private_inputs": True}))
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import json, sys, time, runpod\n"
+        "runpod.api_key = 'unused-on-an-open-local-server'\n"
+        "ep = runpod.Endpoint('local')\n"
+        "job, hook = json.load(open(sys.argv[1])), sys.argv[2]\n"
+        "run = ep.run({'input': dict(job, job_id='rp-hook'), 'webhook': hook,\n"
+        "              'policy': {'executionTimeout': 600000, 'ttl': 600000}})\n"
+        "out = run.output(timeout=120)\n"
+        "print(json.dumps({'out': out, 'status': run.status()}))\n")
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"job_type": "lipsync_only", "image": portrait,
+                               "audio": b64(voice.read_bytes()), "quality": "fast"}))
+    try:
+        with LocalServer(app) as server:
+            env = dict(os.environ, RUNPOD_ENDPOINT_BASE_URL=f"{server.url}/v2")
+            proc = subprocess.run([sys.executable, str(script), str(job), hook.url],
+                                  capture_output=True, text=True, timeout=240, env=env)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            deadline = time.monotonic() + 60       # a hang guard for the delivery
+            while not hook.received and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with TestClient(app) as c:
+                st = c.get(f"{BASE}/status/rp-hook").json()
+    finally:
+        hook.close()
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["status"] == "COMPLETED" and got["out"]["success"] is True
+    assert len(hook.received) == 1
+    assert json.loads(hook.received[0][1])["status"] == "COMPLETED"
+    assert st["webhook"]["state"] == "delivered"

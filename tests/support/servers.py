@@ -153,3 +153,42 @@ def stop_media_server(httpd, local: MediaServer) -> None:
     local.stop.set()
     httpd.shutdown()
     httpd.server_close()
+
+
+class WebhookReceiver:
+    """An HTTP endpoint on 127.0.0.1 that takes POSTs: answers each with the next scripted
+    status (the last one repeats), or holds it until `release` is set when the script says
+    "hang"; keeps every (headers, body) it was sent."""
+
+    def __init__(self, script=(200,)):
+        self.script, self.received = list(script), []
+        self.release = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                owner.received.append((dict(self.headers.items()), body))
+                step = owner.script[min(len(owner.received), len(owner.script)) - 1]
+                if step == "hang":
+                    owner.release.wait(60)
+                    step = 200
+                self.send_response(step)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
