@@ -7,6 +7,7 @@ Ids are checked (core.ids) before they become part of a key, so a key is never a
     videos/<job_id>/final.mp4                   video_render's output
     videos/<job_id>/final.srt                   its caption sidecar (when there are captions)
     videos/<job_id>/thumbnail.jpg               its thumbnail
+    videos/<job_id>/audio.m4a                   its final mix alone (the video's AAC track)
     personas/<persona_id>/primary.png           the persona's still, upscaled once
     personas/<persona_id>/manifest.json         what a later video_render reads
     personas/<persona_id>/takes/take_<i>.mp4    a base take
@@ -50,6 +51,10 @@ def final_video(job_id: str) -> str:
 
 def thumbnail(job_id: str) -> str:
     return f"videos/{check_id(job_id, 'job_id')}/thumbnail.jpg"
+
+
+def audio_export(job_id: str) -> str:
+    return f"videos/{check_id(job_id, 'job_id')}/audio.m4a"
 
 
 def captions_sidecar(video_key: str) -> str:

@@ -60,11 +60,11 @@ async def run(ctx: JobContext) -> JobResult:
             captions=tuple(Caption(**c) for c in req.get("captions", [])),
             caption_style=CaptionStyle(**req.get("caption_style", {})),
             ducking=Ducking(**req.get("ducking_config", {}))),
-        video_key=keys.final_video(ctx.job_id),
-        thumbnail_key=keys.thumbnail(ctx.job_id)), span=(0.7, 1.0))
+        video_key=keys.final_video(ctx.job_id), thumbnail_key=keys.thumbnail(ctx.job_id),
+        audio_key=keys.audio_export(ctx.job_id)), span=(0.7, 1.0))
     engines["finisher"] = done.details.get("engine", "ffmpeg")
 
-    output = {"video": done.video_url, "thumbnail": done.thumbnail_url}
+    output = {"video": done.video_url, "thumbnail": done.thumbnail_url, "audio": done.audio_url}
     if done.srt_url:
         output["captions"] = done.srt_url
     return JobResult(success=True, output=output, metadata={

@@ -39,6 +39,7 @@ class FinishedVideo:
     video_path: str
     thumbnail_path: str
     srt_path: str | None
+    audio_path: str | None          # final.m4a: the video's own AAC track, when asked for
     duration_s: float
     width: int
     height: int
@@ -138,7 +139,15 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
                    quality=THUMBNAIL_JPEG_QUALITY)
         seconds["thumbnail"] = time.perf_counter() - t0
 
-        # 6. Measure what we shipped, from the file itself.
+        # 6. The audio export: the video's AAC track itself, copied out (no second encode, so
+        #    it is the same sound at the same loudness, sample for sample).
+        audio_path = None
+        if opts.write_audio:
+            audio_path = os.path.join(out_dir, "final.m4a")
+            run(["-i", video_path, "-map", "0:a:0", "-c:a", "copy", "-movflags", "+faststart",
+                 audio_path], what="exporting the final mix")
+
+        # 7. Measure what we shipped, from the file itself.
         lufs = peak = None
         if opts.normalize_loudness:
             t0 = time.perf_counter()
@@ -148,7 +157,7 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
         report(1.0)
         return FinishedVideo(
             video_path=video_path, thumbnail_path=thumb_path, srt_path=srt_path,
-            duration_s=probe(video_path).duration_s, width=out_w, height=out_h,
+            audio_path=audio_path, duration_s=probe(video_path).duration_s, width=out_w, height=out_h,
             fps=float(fps), quality=preset.name, crf=preset.crf, x264_preset=preset.x264_preset,
             loudness_lufs=None if lufs is None else float(lufs),
             true_peak_dbtp=None if peak is None else float(peak), seconds=seconds)

@@ -103,6 +103,7 @@ class FinishOptions:
     ducking: Ducking = Ducking()
     normalize_loudness: bool = True    # -14 LUFS integrated, true peak <= -1 dBTP, two-pass
     write_srt: bool = True
+    write_audio: bool = False          # also the final mix alone, as AAC in final.m4a
     threads: int = Field(0, ge=0, le=MAX_THREADS)   # x264/ffmpeg threads; 0 = ffmpeg decides
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Where persona takes live (SPEC §1): the bucket (keys in core.keys) and the personas volume
+"""Where persona takes live: the bucket (keys in core.keys) and the personas volume
 (/workspace/personas/<persona_id>/), with a manifest a later render reads."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP routes in the RunPod serverless REST shape (SPEC.md §2), over `StudioService`.
+"""HTTP routes in the RunPod serverless REST shape (the RunPod serverless worker API), over `StudioService`.
 
     POST /v2/{endpoint_id}/run             -> {id, status}
     POST /v2/{endpoint_id}/runsync         -> waits up to runsync_wait_s, then the status

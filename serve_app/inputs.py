@@ -1,5 +1,5 @@
 """Turning a client's `image` / `audio` / `music_url` / `ambience_url` / `sfx_tracks[].url`
-value into a checked local file (SPEC.md §1: https URL, base64, or data: URI).
+value into a checked local file (https URL, base64, or data: URI).
 
 `acquire()` is the one entry point: it decodes or fetches the value (URLs through
 `serve_app.netguard`, which refuses private addresses and pins the checked IP), caps the size

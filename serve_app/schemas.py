@@ -1,4 +1,4 @@
-"""The API contract (SPEC.md §1) as pydantic v2 models: they validate requests and are the
+"""The API contract (the seed RunPod worker's job JSON, kept) as pydantic v2 models: they validate requests and are the
 OpenAPI schema served at /docs.
 
 Inputs forbid unknown fields, so a typo ("captons") is a 400 naming it instead of a silent no-op.

@@ -108,6 +108,7 @@ class FinishRequest(BaseModel):
     options: FinishOptions = Field(default_factory=FinishOptions)
     video_key: str                          # where the finished video goes
     thumbnail_key: str | None = None
+    audio_key: str | None = None            # where the final mix alone goes (.m4a), if wanted
     persona_id: str | None = None           # a take: whose personas-volume folder keeps a copy
 
 
@@ -117,6 +118,8 @@ class FinishResult(BaseModel):
     thumbnail_key: str | None = None
     thumbnail_url: str | None = None
     srt_url: str | None = None
+    audio_key: str | None = None
+    audio_url: str | None = None
     duration_s: float
     width: int
     height: int

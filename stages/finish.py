@@ -3,6 +3,7 @@ then upload the video, thumbnail and caption sidecar. Persona takes are encoded 
 on the personas volume."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -50,6 +51,8 @@ class FinishStage:
             voice = self.storage.get_file(req.voice_key, tmp)
             # the options' media are storage keys: the same options, on local copies
             opts = req.options.with_media(lambda key: str(self.storage.get_file(key, tmp)))
+            if req.audio_key:
+                opts = dataclasses.replace(opts, write_audio=True)
             res = finish_video(str(frames), str(voice), str(tmp / "out"), opts, progress=progress)
             progress(1.0, force=True)
             self.storage.put_file(req.video_key, res.video_path)
@@ -61,13 +64,18 @@ class FinishStage:
                 srt_key = keys.captions_sidecar(req.video_key)
                 self.storage.put_file(srt_key, res.srt_path)
                 srt_url = self.storage.url(srt_key)
+            audio_url = None
+            if req.audio_key and res.audio_path:
+                self.storage.put_file(req.audio_key, res.audio_path)
+                audio_url = self.storage.url(req.audio_key)
             details = {"engine": ENGINE, "crf": res.crf, "x264_preset": res.x264_preset,
                        "loudness_lufs": res.loudness_lufs, "true_peak_dbtp": res.true_peak_dbtp,
                        "seconds": res.seconds}
             return FinishResult(
                 video_key=req.video_key, video_url=self.storage.url(req.video_key),
                 thumbnail_key=thumb_key, thumbnail_url=self.storage.url(thumb_key) if thumb_key else None,
-                srt_url=srt_url, duration_s=res.duration_s, width=res.width, height=res.height,
+                srt_url=srt_url, audio_key=req.audio_key if audio_url else None,
+                audio_url=audio_url, duration_s=res.duration_s, width=res.width, height=res.height,
                 fps=res.fps, details=details, seconds=round(time.monotonic() - t0, 3))
 
     def _take(self, req: FinishRequest, frames: Path, tmp: Path, t0: float) -> FinishResult:

@@ -14,7 +14,7 @@ SAMPLES = {
     "lipsync_video": ("j1",), "final_video": ("j1",), "thumbnail": ("j1",),
     "captions_sidecar": ("videos/j1/final.mp4",), "persona_primary": ("p1",),
     "persona_manifest": ("p1",), "take_video": ("p1", 2), "take_track": ("p1", 2),
-    "record": ("j1",), "progress": ("j1",), "cancel_marker": ("j1",), "claim": ("j1", 3),
+    "audio_export": ("j1",), "record": ("j1",), "progress": ("j1",), "cancel_marker": ("j1",), "claim": ("j1", 3),
     "active": ("j1",), "replica": ("r1",), "input_folder": ("j1", "abc123"),
     "input_file": ("jobs/j1/inputs/abc123", "image.png"), "work": ("j1", "faces.npz"),
 }

@@ -91,7 +91,7 @@ def rendered(settings, server, tmp_path):
 def test_render_with_every_finishing_input(rendered, tmp_path):
     st, files = rendered["status"], rendered["files"]
     out = st["output"]["output"]
-    assert set(out) == {"video", "thumbnail", "captions"}
+    assert set(out) == {"video", "thumbnail", "captions", "audio"}
     video = str(files["video"])
 
     # Loudness and true peak of the decoded output, by ffmpeg's own meter.
@@ -123,6 +123,13 @@ def test_render_with_every_finishing_input(rendered, tmp_path):
     assert out["video"].split("?")[0].endswith("videos/render-all/final.mp4")
     srt = files["captions"].read_text(encoding="utf-8")
     assert srt.startswith("1\n00:00:00,500 --> 00:00:01,500\nHello world")
+
+    # The audio export: the final mix alone, AAC in .m4a, as long and as loud as the video's.
+    assert out["audio"].split("?")[0].endswith("videos/render-all/audio.m4a")
+    export = probe(files["audio"])
+    assert export.video is None and export.audio.codec_name == "aac"
+    assert abs(export.duration_s - info.duration_s) <= 1 / FPS + 1e-3
+    assert abs(ebur128(str(files["audio"]), tmp_path)[0] - integrated) <= 0.5
 
     # The thumbnail is at the output format's size.
     assert load_image(files["thumbnail"]).shape == (H, W, 3)
