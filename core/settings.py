@@ -40,7 +40,9 @@ class Settings(BaseModel):
     r2_secret_key: SecretStr | None = None
     r2_bucket: str | None = None
     r2_public_url: str | None = None        # when set, links are public URLs, else presigned
-    presign_expiry_s: int = 7 * 24 * 3600
+    # How long a link handed to a client opens (local signed links and S3 presigned URLs). Links
+    # are made when a client reads them (status), never stored, so they do not rot.
+    link_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
 
     models_dir: Path = Path("/workspace/models")
     personas_dir: Path = Path("/workspace/personas")
@@ -95,6 +97,7 @@ class Settings(BaseModel):
             r2_secret_key=_env("R2_SECRET_KEY"),
             r2_bucket=_env("R2_BUCKET"),
             r2_public_url=_env("R2_PUBLIC_URL"),
+            link_ttl_s=int(_env_float("PF_LINK_TTL_S", 7 * 24 * 3600)),
             models_dir=Path(_env("PF_MODELS_DIR", _default_dir("/workspace/models", local_root / "models"))),
             personas_dir=Path(_env("PF_PERSONAS_DIR", _default_dir("/workspace/personas", local_root / "personas"))),
             cache_dir=Path(_env("PF_CACHE_DIR", _default_dir("/workspace/cache", local_root / "cache"))),

@@ -15,6 +15,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Callable
 
 from core.settings import Settings
 
@@ -158,13 +159,13 @@ class S3Storage(Storage):
     kind = "s3"
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
-                 public_url: str | None = None, presign_expiry_s: int = 7 * 24 * 3600):
+                 public_url: str | None = None, link_ttl_s: int = 7 * 24 * 3600):
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.public_url = public_url.rstrip("/") if public_url else None
-        self.presign_expiry_s = presign_expiry_s
+        self.link_ttl_s = link_ttl_s  # S3 caps presigned URLs at 7 days
         self.client = boto3.client(
             "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
             aws_secret_access_key=secret_key, region_name="auto",
@@ -281,37 +282,60 @@ class S3Storage(Storage):
             return f"{self.public_url}/{key}"
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key},
-            ExpiresIn=self.presign_expiry_s)
-
-
-LINK_TTL_S = 7 * 24 * 3600
+            ExpiresIn=self.link_ttl_s)
 
 
 class LinkSigner:
-    """HMAC-signed, expiring links for local files, so output URLs work without the API key."""
+    """HMAC-signed, expiring links for local files, so output URLs work without the API key.
+    `clock` (wall-clock seconds) stamps and checks the expiry; tests step it."""
 
-    def __init__(self, secret: str):
+    def __init__(self, secret: str, ttl_s: int = 7 * 24 * 3600,
+                 clock: Callable[[], float] = time.time):
         self._secret = hashlib.sha256(b"personaforge-files:" + secret.encode()).digest()
+        self.ttl_s, self.clock = ttl_s, clock
 
     def __call__(self, key: str) -> str:
-        exp = int(time.time()) + LINK_TTL_S
+        exp = int(self.clock()) + self.ttl_s
         return f"exp={exp}&sig={self._sig(key, exp)}"
 
     def _sig(self, key: str, exp: int) -> str:
         return hmac.new(self._secret, f"{key}\n{exp}".encode(), hashlib.sha256).hexdigest()
 
     def check(self, key: str, exp: int, sig: str) -> bool:
-        return exp >= time.time() and hmac.compare_digest(self._sig(key, exp), sig or "")
+        return exp >= self.clock() and hmac.compare_digest(self._sig(key, exp), sig or "")
 
 
-def link_signer(settings: Settings) -> LinkSigner | None:
+def link_signer(settings: Settings, clock: Callable[[], float] = time.time) -> LinkSigner | None:
     """The file-link signer for these settings: None without an API key. Every replica (the
     ingress and each stage) builds it from the same PF_API_KEY, so a link any stage makes is
     one the ingress's /files route accepts."""
-    return LinkSigner(settings.api_key.get_secret_value()) if settings.api_key else None
+    if not settings.api_key:
+        return None
+    return LinkSigner(settings.api_key.get_secret_value(), settings.link_ttl_s, clock)
 
 
-def open_storage(settings: Settings) -> Storage:
+# A storage key where a client will see a link: results and manifests keep the key (a link
+# made when the job ended would expire in the record); `render_links` makes the link when the
+# client reads it.
+LINK_PREFIX = "storage-key:"
+
+
+def link_to(key: str) -> str:
+    return LINK_PREFIX + key
+
+
+def render_links(value, storage: "Storage"):
+    """`value` (JSON-like) with every `link_to(key)` replaced by a fresh link to the key."""
+    if isinstance(value, str):
+        return storage.url(value[len(LINK_PREFIX):]) if value.startswith(LINK_PREFIX) else value
+    if isinstance(value, dict):
+        return {k: render_links(v, storage) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_links(v, storage) for v in value]
+    return value
+
+
+def open_storage(settings: Settings, clock: Callable[[], float] = time.time) -> Storage:
     """The storage every replica opens: S3 from the R2_* settings, else the local folder, whose
     links are signed when an API key is set."""
     if settings.storage == "s3":
@@ -323,5 +347,6 @@ def open_storage(settings: Settings) -> Storage:
             raise StorageError(f"s3 storage needs {', '.join(missing)}")
         return S3Storage(settings.r2_endpoint, settings.r2_access_key.get_secret_value(),
                          settings.r2_secret_key.get_secret_value(), settings.r2_bucket,
-                         settings.r2_public_url, settings.presign_expiry_s)
-    return LocalStorage(settings.storage_dir, settings.public_base_url, signer=link_signer(settings))
+                         settings.r2_public_url, settings.link_ttl_s)
+    return LocalStorage(settings.storage_dir, settings.public_base_url,
+                        signer=link_signer(settings, clock))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from core import keys
 from core.jobs import JobResult
+from core.storage import link_to
 from core.runner import JobContext
 from media.options import FinishOptions
 from stages.contracts import FINISHER, LIPSYNC, FinishRequest, LipSyncRequest
@@ -23,7 +24,8 @@ async def run(ctx: JobContext) -> JobResult:
                               normalize_loudness=False, write_srt=False),
         video_key=keys.lipsync_video(ctx.job_id)), span=(0.8, 1.0))
 
-    return JobResult(success=True, output={"video": done.video_url}, metadata={
+    # outputs are storage keys the status route turns into fresh links (links never rot)
+    return JobResult(success=True, output={"video": link_to(done.video_key)}, metadata={
         "job_id": ctx.job_id, "quality": req["quality"], "preset": req["preset"],
         "duration": done.duration_s,
         "format": {"width": done.width, "height": done.height, "fps": done.fps},

@@ -7,6 +7,7 @@ from core import keys
 from core.errors import StageError
 from core.jobs import JobResult
 from core.runner import JobContext
+from core.storage import link_to
 from media.options import Caption, CaptionStyle, Ducking, FinishOptions, SfxTrack
 from personas.manifest import load_manifest
 from stages.contracts import (FACE_RESTORE, FINISHER, LIPSYNC, UPSCALE, FinishRequest,
@@ -64,9 +65,11 @@ async def run(ctx: JobContext) -> JobResult:
         audio_key=keys.audio_export(ctx.job_id)), span=(0.7, 1.0))
     engines["finisher"] = done.details.get("engine", "ffmpeg")
 
-    output = {"video": done.video_url, "thumbnail": done.thumbnail_url, "audio": done.audio_url}
-    if done.srt_url:
-        output["captions"] = done.srt_url
+    # outputs are storage keys the status route turns into fresh links (links never rot)
+    output = {"video": link_to(done.video_key), "thumbnail": link_to(done.thumbnail_key),
+              "audio": link_to(done.audio_key)}
+    if done.srt_key:
+        output["captions"] = link_to(done.srt_key)
     return JobResult(success=True, output=output, metadata={
         "job_id": ctx.job_id, "quality": req["quality"], "preset": req["preset"],
         "duration": done.duration_s,

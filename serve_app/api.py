@@ -299,7 +299,7 @@ def build_api() -> FastAPI:
             raise HTTPException(404, "files are served by the bucket, not by this service")
         # checked against the settings' key, not the storage's signer: with a key set, a file
         # is never served unsigned, however the storage was opened
-        signer = link_signer(service.settings)
+        signer = link_signer(service.settings, clock=service.link_clock)
         if signer is not None and not signer.check(key, exp, sig):
             raise HTTPException(403, "link expired or not signed")
         try:

@@ -3,6 +3,8 @@ stage objects called directly in threads. For tests, CLIs and debugging a job st
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Callable
 
 from core.settings import Settings
 from core.storage import Storage, open_storage
@@ -21,14 +23,15 @@ def build_stages(settings: Settings, storage: Storage) -> dict:
             "finisher": FinishStage(settings, storage)}
 
 
-def build_service(settings: Settings, stages: dict | None = None) -> StudioService:
-    storage = open_storage(settings)
+def build_service(settings: Settings, stages: dict | None = None,
+                  link_clock: Callable[[], float] = time.time) -> StudioService:
+    storage = open_storage(settings, clock=link_clock)
     stages = stages if stages is not None else build_stages(settings, storage)
 
     async def call(stage: str, method: str, request):
         return await asyncio.to_thread(getattr(stages[stage], method), request)
 
-    service = StudioService(settings, call, storage=storage)
+    service = StudioService(settings, call, storage=storage, link_clock=link_clock)
     for name, stage in stages.items():
         if hasattr(stage, "describe"):
             service.record_stage(name, stage.describe())

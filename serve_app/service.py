@@ -15,14 +15,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core import keys
 from core.ids import MAX_ID_LEN, check_id
-from core.jobs import JobRecord, JobStatus, JobType
+from core.jobs import JobRecord, JobResult, JobStatus, JobType
 from core.runner import JobRunner, StageCall
 from core.settings import Settings
-from core.storage import Storage, StorageError, open_storage
+from core.storage import Storage, StorageError, open_storage, render_links
 from graphs import GRAPHS
 from serve_app.inputs import FetchPolicy, InputError, Limits, acquire
 from serve_app.netguard import FetchError
@@ -70,9 +70,12 @@ class NotReady(Exception):
 
 
 class StudioService:
-    def __init__(self, settings: Settings, call: StageCall, storage: Storage | None = None):
-        self.settings = settings
-        self.storage = storage or open_storage(settings)
+    def __init__(self, settings: Settings, call: StageCall, storage: Storage | None = None,
+                 link_clock: Callable[[], float] = time.time):
+        """`link_clock` (wall-clock seconds) stamps and checks the links clients are handed
+        (tests step it to prove links made on read outlive their first lifetime)."""
+        self.settings, self.link_clock = settings, link_clock
+        self.storage = storage or open_storage(settings, clock=link_clock)
         self.runner = JobRunner(settings, self.storage, GRAPHS, call)
         self.policy = FetchPolicy(allow_http=settings.allow_http_inputs,
                                   allow_private=settings.allow_private_inputs)
@@ -252,8 +255,16 @@ class StudioService:
             id=rec.id, status=rec.status, stage=rec.stage if not rec.status.final else None,
             progress=1.0 if rec.status == JobStatus.COMPLETED else round(min(progress, 1.0), 4),
             delayTime=delay, executionTime=execution,
-            output=rec.result if rec.status.final else None,
+            output=self._with_links(rec.result) if rec.status.final else None,
             error=rec.error.message if rec.error else None, webhook=rec.webhook_delivery)
+
+    def _with_links(self, result: JobResult | None) -> JobResult | None:
+        """The result as a client sees it: its storage keys as links made now (with the
+        configured lifetime), so a record read a month later still hands out working links."""
+        if result is None:
+            return None
+        return JobResult.model_validate(render_links(result.model_dump(mode="json"),
+                                                     self.storage))
 
     def _status_json(self, job_id: str) -> dict | None:
         """The body a webhook gets: what GET status answers for the job."""

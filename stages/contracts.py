@@ -118,6 +118,7 @@ class FinishResult(BaseModel):
     thumbnail_key: str | None = None
     thumbnail_url: str | None = None
     srt_url: str | None = None
+    srt_key: str | None = None
     audio_key: str | None = None
     audio_url: str | None = None
     duration_s: float

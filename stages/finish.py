@@ -59,7 +59,7 @@ class FinishStage:
             thumb_key = req.thumbnail_key
             if thumb_key:
                 self.storage.put_file(thumb_key, res.thumbnail_path)
-            srt_url = None
+            srt_url = srt_key = None
             if res.srt_path:
                 srt_key = keys.captions_sidecar(req.video_key)
                 self.storage.put_file(srt_key, res.srt_path)
@@ -74,7 +74,8 @@ class FinishStage:
             return FinishResult(
                 video_key=req.video_key, video_url=self.storage.url(req.video_key),
                 thumbnail_key=thumb_key, thumbnail_url=self.storage.url(thumb_key) if thumb_key else None,
-                srt_url=srt_url, audio_key=req.audio_key if audio_url else None,
+                srt_url=srt_url, srt_key=srt_key,
+                audio_key=req.audio_key if audio_url else None,
                 audio_url=audio_url, duration_s=res.duration_s, width=res.width, height=res.height,
                 fps=res.fps, details=details, seconds=round(time.monotonic() - t0, 3))
 
