@@ -115,6 +115,7 @@ class TakeSpec(_Strict):
     emotion: str = Field("neutral", max_length=32, pattern=r"^[A-Za-z0-9_\- ]+$")
     angle: TakeAngle = "front"
     intensity: float = Field(0.5, ge=0, le=1)
+    seconds: float = Field(5.0, ge=0.5, le=20, description="take length; takes loop seamlessly")
 
 
 class PersonaBuildInput(_Strict):
