@@ -56,8 +56,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="tiny config on CPU in fp32 (smoke check)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--frames", type=int, default=None, help="default 125 (tiny: 20)")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--frames", type=int, default=None, help="default 125 (tiny: 8)")
+    p.add_argument("--batch", type=int, default=None, help="default: 16 on CUDA, 1 on CPU")
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"), help="ours, on CUDA")
     p.add_argument("--graphs", default="on", choices=("on", "off"))
     p.add_argument("--compile", default="off", choices=("on", "off"))
@@ -180,8 +180,8 @@ def breakdown(engine: LivePortraitEngine, still, box, plan) -> dict:
         with timer.section("stitching"):
             x_d = engine.driving_keypoints(source, plan)
         autocast = torch.autocast("cuda", dtype=engine.dtype) if device.type == "cuda" else None
-        for start in range(0, plan.n_frames, engine.options.batch):
-            k = x_d[start:start + engine.options.batch]
+        for start in range(0, plan.n_frames, engine.batch):
+            k = x_d[start:start + engine.batch]
             b = k.shape[0]
             with autocast or torch.autocast("cpu", enabled=False):
                 with timer.section("W"):
@@ -244,7 +244,7 @@ def main() -> None:
     args = parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny
                                           else "cpu"))
-    n = args.frames or (20 if args.tiny else 125)
+    n = args.frames or (8 if args.tiny else 125)
     w, h = (int(v) for v in (args.size or ("540x960" if args.tiny else "1080x1920")).split("x"))
     config = LivePortraitConfig.from_dict(TINY) if args.tiny else LivePortraitConfig()
     # 1. Models, still, plan.
@@ -252,8 +252,8 @@ def main() -> None:
     models = random_models(config, device)
     still, box = synthetic_still(w, h)
     plan = plan_take("happy", "front", 0.7, seconds=n / 25.0, fps=25.0, seed=0)
-    options = EngineOptions(batch=args.batch, cuda_graphs=args.graphs == "on",
-                            compile=args.compile == "on")
+    options = EngineOptions(batch=args.batch or (16 if device.type == "cuda" else 1),
+                            cuda_graphs=args.graphs == "on", compile=args.compile == "on")
     engine = LivePortraitEngine(models, device, DTYPES[args.dtype], options)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -267,7 +267,7 @@ def main() -> None:
     print(f"\nLivePortrait take bench: {name}, torch {torch.__version__}, "
           f"{'tiny' if args.tiny else 'full-size'} random weights, {n} frames, "
           f"{w}x{h} frame, 512 px crop")
-    print(f"ours: {engine.name}, batch {args.batch}, graphs {args.graphs} "
+    print(f"ours: {engine.name}, batch {engine.batch}, graphs {args.graphs} "
           f"(used: {ours['params']['cuda_graphs']}), compile {args.compile}")
     print(f"  whole take (crop + F+M once, W+G per frame, paste-back, host copy): "
           f"{ours['wall_s']:.3f} s = {n / ours['wall_s']:.1f} frames/s "

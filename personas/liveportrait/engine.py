@@ -52,7 +52,9 @@ SOURCE_CACHE = 4
 
 @dataclass(frozen=True)
 class EngineOptions:
-    batch: int = 8                      # frames per W+G call
+    # Frames per W+G call; None: 8 on CUDA, 1 on CPU (there batching only grows the working set:
+    # bench/liveportrait.py --tiny measured batch 4 at about half batch 1's frames/s).
+    batch: int | None = None
     cuda_graphs: bool = True            # capture W+G+paste-back for the batch shape (CUDA only)
     compile: bool = False               # torch.compile W and G (CUDA only; slow first batch)
 
@@ -144,7 +146,8 @@ class LivePortraitEngine:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.dtype = (dtype or torch.bfloat16) if self.cuda else torch.float32
-        if options.batch < 1:
+        self.batch = options.batch or (8 if self.cuda else 1)
+        if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {options.batch}")
         self.options = options
         self._sources: OrderedDict[tuple, Source] = OrderedDict()
@@ -232,7 +235,7 @@ class LivePortraitEngine:
         """One batch -> full frames (B, H, W, 3) uint8 on the device. W+G go through the CUDA
         graph where there is one (a short batch padded to its size); the graph's inputs are
         static buffers, so every source of the same network sizes shares it."""
-        count, batch = x_d.shape[0], self.options.batch
+        count, batch = x_d.shape[0], self.batch
         if self.cuda and self.options.cuda_graphs and not self._graph_failed:
             if count < batch:
                 x_d = torch.cat([x_d, x_d[-1:].expand(batch - count, -1, -1)])
@@ -269,7 +272,7 @@ class LivePortraitEngine:
         x_d = self.driving_keypoints(source, plan)
         track = track_points(source.crop.to_crop(source.points), plan, source.pose, source.crop)
         # 3. Batches: W + G + paste-back on the device, frames out through the writer.
-        n, batch = plan.n_frames, self.options.batch
+        n, batch = plan.n_frames, self.batch
         sink = _HostSink(self.device, (batch, *source.paster.shape, 3), write)
         for start in range(0, n, batch):
             frames = self._step(source, x_d[start:start + batch])
