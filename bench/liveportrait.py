@@ -20,6 +20,7 @@ Imports only torch, numpy, cv2 and personas/liveportrait (no ray, ffmpeg or diff
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
@@ -61,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"), help="ours, on CUDA")
     p.add_argument("--graphs", default="on", choices=("on", "off"))
     p.add_argument("--compile", default="off", choices=("on", "off"))
+    p.add_argument("--channels-last", default="on", choices=("on", "off"))
     p.add_argument("--size", default=None, help="frame WxH (default 1080x1920; tiny: 540x960)")
     p.add_argument("--repeats", type=int, default=3, help="timed takes (best is reported)")
     p.add_argument("--no-official", action="store_true", help="skip the official-style loop")
@@ -199,9 +201,11 @@ def breakdown(engine: LivePortraitEngine, still, box, plan) -> dict:
 
 
 @torch.no_grad()
-def official_loop(engine: LivePortraitEngine, still, box, plan) -> dict:
-    """The official pipeline's per-frame loop: batch 1, fp16 autocast, eager, CPU paste-back."""
-    device, models, timer = engine.device, engine.models, Timer(engine.device)
+def official_loop(engine: LivePortraitEngine, models: LivePortraitModels, still, box,
+                  plan) -> dict:
+    """The official pipeline's per-frame loop: batch 1, fp16 autocast, eager, CPU paste-back.
+    `models`: the same weights in the official layout (NCHW), untouched by our engine."""
+    device, timer = engine.device, Timer(engine.device)
     cuda = device.type == "cuda"
     source = engine.prepare(still, box, plan.crop_scale)
     crop, h, w = source.crop, *still.shape[:2]
@@ -253,7 +257,9 @@ def main() -> None:
     still, box = synthetic_still(w, h)
     plan = plan_take("happy", "front", 0.7, seconds=n / 25.0, fps=25.0, seed=0)
     options = EngineOptions(batch=args.batch or (16 if device.type == "cuda" else 1),
-                            cuda_graphs=args.graphs == "on", compile=args.compile == "on")
+                            cuda_graphs=args.graphs == "on", compile=args.compile == "on",
+                            channels_last=args.channels_last == "on")
+    official_models = None if args.no_official else copy.deepcopy(models)
     engine = LivePortraitEngine(models, device, DTYPES[args.dtype], options)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -261,14 +267,16 @@ def main() -> None:
     ours = time_ours(engine, still, box, plan, args.repeats)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     parts = breakdown(engine, still, box, plan)
-    official = None if args.no_official else official_loop(engine, still, box, plan)
+    official = (None if args.no_official
+                else official_loop(engine, official_models, still, box, plan))
     # 3. The table.
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"\nLivePortrait take bench: {name}, torch {torch.__version__}, "
           f"{'tiny' if args.tiny else 'full-size'} random weights, {n} frames, "
           f"{w}x{h} frame, 512 px crop")
     print(f"ours: {engine.name}, batch {engine.batch}, graphs {args.graphs} "
-          f"(used: {ours['params']['cuda_graphs']}), compile {args.compile}")
+          f"(used: {ours['params']['cuda_graphs']}), compile {args.compile}, "
+          f"channels-last {args.channels_last}")
     print(f"  whole take (crop + F+M once, W+G per frame, paste-back, host copy): "
           f"{ours['wall_s']:.3f} s = {n / ours['wall_s']:.1f} frames/s "
           f"(source {ours['timings']['source_s']:.3f} s, frames {ours['timings']['frames_s']:.3f} s)")

@@ -57,6 +57,8 @@ class EngineOptions:
     batch: int | None = None
     cuda_graphs: bool = True            # capture W+G+paste-back for the batch shape (CUDA only)
     compile: bool = False               # torch.compile W and G (CUDA only; slow first batch)
+    channels_last: bool = True          # W's and G's conv weights channels-last (CUDA only):
+                                        # cuDNN's half-precision convolutions run NHWC natively
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +156,9 @@ class LivePortraitEngine:
         self._graph: _GraphedStep | None = None
         self._graph_failed = False
         self._warp, self._decode = models.W, models.G
+        if self.cuda and options.channels_last:
+            _to_channels_last(models.W)
+            _to_channels_last(models.G)
         if self.cuda and options.compile:
             self._warp = torch.compile(models.W, dynamic=False)
             self._decode = torch.compile(models.G, dynamic=False)
@@ -294,6 +299,22 @@ class LivePortraitEngine:
                           landmarks=track.points, engine=ENGINE, params=params,
                           timings={"source_s": round(t_source - t0, 4),
                                    "frames_s": round(t_end - t_source, 4)})
+
+
+def _to_channels_last(net: torch.nn.Module) -> None:
+    """Conv weights (and G's folded spectral-norm weights) to channels-last, in place; the
+    activations follow the weights' layout from the first convolution on."""
+    for module in net.modules():
+        weight = getattr(module, "_folded", None)
+        if weight is None:
+            weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() not in (4, 5):
+            continue
+        layout = torch.channels_last if weight.dim() == 4 else torch.channels_last_3d
+        if getattr(module, "_folded", None) is not None:
+            module._folded = weight.contiguous(memory_format=layout)
+        else:
+            weight.data = weight.data.contiguous(memory_format=layout)
 
 
 class _GraphedStep:
