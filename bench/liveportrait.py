@@ -4,7 +4,7 @@ Full-size networks with random weights (timings only; nothing here is a real mod
 synthetic 1080x1920 still with a face box in it, and a 125-frame take directed by director.py.
 
   ours:      F and M once, every frame's keypoints at once, W+G in batches of --batch under
-             bf16/fp16 autocast (CUDA graph of the batch, or torch.compile), paste-back on the
+             fp16/bf16 autocast (CUDA graph of the batch, or torch.compile), paste-back on the
              GPU into full frames, frames copied to pinned host memory (no encode);
   breakdown: the same work eager, each module timed alone (CUDA events), ms per frame;
   official:  the official pipeline's loop: batch 1, fp16 autocast, eager, per frame keypoints,
@@ -13,8 +13,8 @@ synthetic 1080x1920 still with a face box in it, and a 125-frame take directed b
 
 Imports only torch, numpy, cv2 and personas/liveportrait (no ray, ffmpeg or diffusers):
 
-    python bench/liveportrait.py                          # GPU: 125 frames, 1080x1920, bf16, graphs
-    python bench/liveportrait.py --dtype fp16 --batch 16 --graphs off --compile on
+    python bench/liveportrait.py                          # GPU: 125 frames, 1080x1920, fp16, graphs
+    python bench/liveportrait.py --dtype bf16 --batch 8 --graphs off --compile on
     python bench/liveportrait.py --tiny                   # CPU smoke check, tiny config
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--frames", type=int, default=None, help="default 125 (tiny: 8)")
     p.add_argument("--batch", type=int, default=None, help="default: 16 on CUDA, 1 on CPU")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"), help="ours, on CUDA")
+    p.add_argument("--dtype", default="fp16", choices=("fp16", "bf16"), help="ours, on CUDA")
     p.add_argument("--graphs", default="on", choices=("on", "off"))
     p.add_argument("--compile", default="off", choices=("on", "off"))
     p.add_argument("--channels-last", default="on", choices=("on", "off"))
