@@ -3,6 +3,7 @@
     python download_models.py                          # commercial-safe set, LatentSync 1.5 and 1.6
     python download_models.py --all                    # the same, said explicitly (the seed's set-up)
     python download_models.py --only lipsync --version 1.6
+    python download_models.py --only takes             # LivePortrait's five files (persona takes)
     python download_models.py --non-commercial         # also InsightFace buffalo_l (research only)
     python download_models.py --verify                 # re-hash present files against models.lock.json
     python download_models.py --list                   # what exists, sizes, licences, sources

@@ -80,6 +80,10 @@ class Settings(BaseModel):
     # of the process together. None = no cap. Ray replicas cap at their own num_gpus instead.
     gpu_memory_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
 
+    # Persona takes: LivePortrait runs on CPU only when allowed (a full-size frame takes about
+    # a minute on 2 CPU cores); without a GPU and this flag, the embedded reframer renders them.
+    allow_cpu_takes: bool = False
+
     @property
     def work_dir(self) -> Path:
         return self.cache_dir / "work"
@@ -116,6 +120,7 @@ class Settings(BaseModel):
             latentsync_version=_env("PF_LATENTSYNC_VERSION", "1.5"),
             device=_env("PF_DEVICE", "auto"),
             gpu_memory_fraction=_env("PF_GPU_MEMORY_FRACTION"),
+            allow_cpu_takes=_env_bool("PF_ALLOW_CPU_TAKES", False),
         )
         values.update(overrides)
         return cls(**values)

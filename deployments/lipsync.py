@@ -1,4 +1,5 @@
-"""LipSync deployment: LatentSync on a GPU share, or the embedded CPU mouth animator."""
+"""LipSync deployment: LatentSync on a GPU share, or the embedded CPU mouth animator; persona takes
+(LivePortrait, or the embedded reframer)."""
 from __future__ import annotations
 
 from ray import serve

@@ -3,12 +3,13 @@ later renders only redo the face."""
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 from core import keys
 from core.jobs import JobResult
 from core.runner import JobContext
 from media.options import FinishOptions
-from personas.manifest import TAKE_FRAME_BOX, write_manifest
+from personas.manifest import TAKE_FRAME_BOX, TAKE_SECONDS, write_manifest
 from stages.contracts import (FACE_RESTORE, FINISHER, LIPSYNC, UPSCALE, FinishRequest,
                               RestoreRequest, TakeRequest, UpscaleRequest)
 
@@ -27,11 +28,14 @@ async def run(ctx: JobContext) -> JobResult:
     takes, engines = [], {"upscale": up.engine}
     for i, spec in enumerate(specs):
         lo, hi = 0.1 + 0.9 * i / n, 0.1 + 0.9 * (i + 1) / n
-        # 2. Render the take: framing for the angle, idle motion scaled by intensity.
+        # 2. Render the take (LivePortrait directed by emotion / angle / intensity, or the
+        #    reframer); the seed is fixed per persona and take, so a rebuild gives the same take.
         take = await ctx.call(LIPSYNC.render_take, TakeRequest(
             job_id=ctx.job_id, persona_id=persona_id, index=i, image_key=up.image_key,
             face_box=up.scaled_box(req.get("face_box")), emotion=spec["emotion"],
-            angle=spec["angle"], intensity=spec["intensity"]), span=(lo, lo + (hi - lo) * 0.5))
+            angle=spec["angle"], intensity=spec["intensity"], archetype=req.get("archetype", ""),
+            seed=zlib.crc32(f"{persona_id}/{i}".encode()),
+            seconds=spec.get("seconds", TAKE_SECONDS)), span=(lo, lo + (hi - lo) * 0.5))
         engines["takes"] = take.engine
         # 3. Restore its faces once, here, so renders on this take never restore the base again.
         restored = await ctx.call(FACE_RESTORE.run, RestoreRequest(
@@ -48,13 +52,16 @@ async def run(ctx: JobContext) -> JobResult:
                       "angle": spec["angle"], "intensity": spec["intensity"],
                       "video_url": done.video_url, "duration": round(done.duration_s, 3),
                       "key": done.video_key, "track_key": take.track_key,
-                      "width": done.width, "height": done.height, "fps": done.fps})
+                      "width": done.width, "height": done.height, "fps": done.fps,
+                      "engine": take.engine, "engine_reason": take.engine_reason,
+                      "params": take.params})
 
     # 5. The manifest a later video_render reads (bucket + personas volume).
     manifest = await asyncio.to_thread(write_manifest, ctx.storage, ctx.settings.personas_dir, persona_id, {
         "persona_id": persona_id, "archetype": req.get("archetype", ""),
         "primary_image_key": up.image_key, "engines": engines, "base_takes": takes})
-    public = [{k: t[k] for k in ("id", "emotion", "angle", "intensity", "video_url", "duration")}
+    public = [{k: t[k] for k in ("id", "emotion", "angle", "intensity", "video_url", "duration",
+                                 "engine", "engine_reason", "params")}
               for t in takes]
     return JobResult(success=True, output={}, metadata={
         "job_id": ctx.job_id, "persona_id": persona_id, "archetype": req.get("archetype", ""),

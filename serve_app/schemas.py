@@ -135,6 +135,8 @@ class TakeSpec(_Strict):
     emotion: str = Field("neutral", max_length=32, pattern=r"^[A-Za-z0-9_\- ]+$")
     angle: TakeAngle = "front"
     intensity: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+    seconds: float = Field(5.0, ge=0.5, le=20, allow_inf_nan=False,
+                           description="take length; takes loop seamlessly")
 
 
 class PersonaBuildInput(_Strict):

@@ -88,14 +88,20 @@ class TakeRequest(BaseModel):
     emotion: str
     angle: str
     intensity: float
+    archetype: str = ""                    # the persona's archetype: its idle-motion energy
+    seed: int = 0                          # the director's random streams (blinks, idle phases)
     seconds: float = 5.0
     fps: float = 25.0
 
 
 class TakeResult(BaseModel):
     frames: FramesRef
-    track_key: str                         # per-frame face boxes of the take
-    engine: str
+    track_key: str                         # per-frame face boxes (+ landmarks) of the take
+    engine: str                            # as job metadata names it
+    engine_reason: str = ""                # why this engine rendered the take
+    # What the take was rendered with: LivePortrait - the director's pose / expression / blink
+    # parameters and any emotion fallback; the reframer - its framing and colour grade.
+    params: dict[str, Any] = Field(default_factory=dict)
     seconds: float
 
 

@@ -1,9 +1,11 @@
-"""Lip-sync stage: voice + picture source -> silent lip-synced frames (25 fps) in storage.
+"""Lip-sync stage: voice + picture source -> silent lip-synced frames (25 fps) in storage; and
+persona takes (render_take).
 
-Engine, picked once at start-up: LatentSync when its weights are on the models volume, else
+Engines, picked once at start-up: LatentSync when its weights are on the models volume, else
 the embedded CPU mouth animator (lipsync/animator.py), which says so in every job's metadata.
-Frames stream from the source through the engine into the encoder one at a time, so memory
-does not grow with the length of the voice.
+Takes: LivePortrait when its weights are there and a GPU is (or CPU takes are allowed), else the
+embedded reframer (personas/take_engine.py has the rules). Frames stream from the source through
+the engine into the encoder one at a time, so memory does not grow with the length of the voice.
 """
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ from lipsync.source import still_frames, video_frames
 from lipsync.voice import frame_count
 from media.ffmpeg import MediaError, probe
 from media.frames import FrameWriter, load_audio, load_image
+from personas.liveportrait.director import plan_take
+from personas.liveportrait.engine import TakeRender
 from personas.manifest import TAKE_FRAME_BOX, TAKE_SECONDS
+from personas.take_engine import choose_take_engine
 from personas.takes import render_take
 from stages.contracts import FramesRef, LipSyncRequest, LipSyncResult, TakeRequest, TakeResult
 from stages.progress import StageProgress
@@ -63,6 +68,9 @@ class LipSyncStage:
         else:
             self.renderer, self.engine = MouthAnimator(self.detector), EMBEDDED
         log.info("LipSync engine: %s", self.engine)
+        # 3. The take engine (same rules: weights present but unloadable fail here).
+        self.take_choice, self.take_engine = self._load_take_engine()
+        log.info("Take engine: %s (%s)", self.take_choice.label, self.take_choice.reason)
 
     def _load_latentsync(self):
         from enhance.device import cap_process_memory
@@ -76,8 +84,20 @@ class LipSyncStage:
         return load_latentsync_engine(self.settings.models_dir, self.settings.latentsync_version,
                                       device=self.settings.device, detector=self.detector)
 
+    def _load_take_engine(self):
+        import torch
+
+        from personas.liveportrait.engine import LivePortraitEngine
+
+        choice = choose_take_engine(self.settings.models_dir, self.settings.device,
+                                    torch.cuda.is_available(), self.settings.allow_cpu_takes)
+        if not choice.liveportrait:
+            return choice, None
+        return choice, LivePortraitEngine.load(self.settings.models_dir, device=choice.device)
+
     def describe(self) -> dict:
-        return {"engine": self.engine, **self.readiness.describe()}
+        return {"engine": self.engine, "takes": self.take_choice.label,
+                **self.readiness.describe()}
 
     def check_health(self) -> None:
         if not self.readiness.ready:
@@ -147,23 +167,24 @@ class LipSyncStage:
     def render_take(self, req: TakeRequest) -> TakeResult:
         t0 = time.monotonic()
         with scratch(self.settings, req.job_id, f"take{req.index}") as tmp:
+            # 1. The still and its face (the only detection a take ever needs).
             image = load_image(self.storage.get_file(req.image_key, tmp))
             try:
                 track = locate_face(self.detector, image, req.face_box)
             except NoFaceError as e:
                 raise StageError("NO_FACE", str(e)) from None
             out = tmp / f"take_{req.index}.mp4"
+            # 2. Render it (lossless intermediate: the finisher encodes the take once).
             try:
-                face = track.boxes[0] if track.landmarks is None else Face(
-                    box=tuple(track.boxes[0]), score=1.0, landmarks=track.landmarks[0])
-                # lossless intermediate: the finisher encodes the take once
-                info = render_take(image, face, req.angle, req.emotion, req.intensity, str(out),
-                                   seconds=req.seconds or TAKE_SECONDS, fps=req.fps,
-                                   size=TAKE_FRAME_BOX, lossless=True)
+                if self.take_engine is not None:
+                    info = self._liveportrait_take(image, track, req, out)
+                else:
+                    info = self._reframer_take(image, track, req, out)
             except ValueError as e:
                 raise StageError("BAD_TAKE_SPEC", str(e)) from None
             key = keys.work(req.job_id, f"take_{req.index}.mp4")
             self.storage.put_file(key, out)
+            # 3. Its per-frame face track, so renders on the take never detect again.
             tkey = keys.take_track(req.persona_id, req.index)
             self.storage.put_bytes(tkey, FaceTrack(
                 info.face_boxes, info.landmarks,
@@ -171,8 +192,43 @@ class LipSyncStage:
         return TakeResult(
             frames=FramesRef(key=key, width=info.width, height=info.height, fps=info.fps,
                              n_frames=info.frames),
-            track_key=tkey, engine=info.engine,
-            seconds=round(time.monotonic() - t0, 3))
+            track_key=tkey, engine=self.take_choice.label, engine_reason=self.take_choice.reason,
+            params=info.params, seconds=round(time.monotonic() - t0, 3))
+
+    def _liveportrait_take(self, image: np.ndarray, track: FaceTrack, req: TakeRequest,
+                           out: Path) -> TakeRender:
+        """The director's plan rendered by LivePortrait; the track is the plan's head motion."""
+        plan = plan_take(req.emotion, req.angle, req.intensity, req.archetype,
+                         req.seconds or TAKE_SECONDS, req.fps, req.seed)
+        face = track.landmarks[0] if track.landmarks is not None else track.boxes[0]
+        progress = StageProgress(self.store, req.job_id, "lipsync")
+        with FrameWriter(out, *TAKE_FRAME_BOX, plan.fps) as writer:
+            info = self.take_engine.render_take(image, face, plan, writer.write,
+                                                size=TAKE_FRAME_BOX, progress=progress)
+        info.params["face_source"] = track.source
+        return info
+
+    def _reframer_take(self, image: np.ndarray, track: FaceTrack, req: TakeRequest,
+                       out: Path) -> TakeRender:
+        """The embedded reframer: a camera framing + grade; its params say what it did not do."""
+        face = track.boxes[0] if track.landmarks is None else Face(
+            box=tuple(track.boxes[0]), score=1.0, landmarks=track.landmarks[0])
+        info = render_take(image, face, req.angle, req.emotion, req.intensity, str(out),
+                           seconds=req.seconds or TAKE_SECONDS, fps=req.fps,
+                           size=TAKE_FRAME_BOX, lossless=True)
+        fallback = info.grade == "none" and req.emotion.strip().lower() != "neutral"
+        params = {
+            "emotion_requested": req.emotion, "angle": req.angle, "intensity": req.intensity,
+            "head_pose": "not re-posed: the angle is a camera framing of the same photo",
+            "expression": "not re-acted: the emotion is a colour grade", "grade": info.grade,
+            "fallback": fallback,
+            "fallback_reason": f"no colour grade for {req.emotion!r}" if fallback else None,
+            "seconds": info.frames / info.fps, "fps": info.fps, "n_frames": info.frames,
+            "face_source": track.source, "face_track": "reframing transform (no detection)",
+        }
+        return TakeRender(frames=info.frames, fps=info.fps, width=info.width, height=info.height,
+                          face_boxes=info.face_boxes, landmarks=info.landmarks, engine=info.engine,
+                          params=params)
 
 
 def _settings_of(stats, fps: float) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # bundled weights live in the repo (assets/)
-GROUPS = ("lipsync", "restore", "upscale")
+GROUPS = ("lipsync", "restore", "upscale", "takes")
 VERSIONS = ("1.5", "1.6")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -36,8 +36,8 @@ class WeightFile:
 
     name: str                       # registry key used by stages and the CLI
     path: str                       # POSIX path relative to the models dir (bundled: to the repo root)
-    engine: str                     # latentsync | whisper | vae | gfpgan | realesrgan | insightface | mtcnn
-    group: str                      # lipsync | restore | upscale (`--only`)
+    engine: str                     # latentsync | whisper | vae | gfpgan | realesrgan | insightface | mtcnn | liveportrait
+    group: str                      # lipsync | restore | upscale | takes (`--only`)
     licence: str
     commercial_ok: bool
     sources: tuple[Source, ...] = ()  # tried in order: the first is the primary, the rest mirrors
@@ -66,6 +66,14 @@ _NO_HASH = "No sha256 published upstream: the first download is recorded in mode
 _INSIGHTFACE = ("InsightFace: 'pretrained models ... available for non-commercial research purposes "
                 "only' (python-package README). Library code is MIT.")
 _MTCNN = "MIT (facenet-pytorch 2.6.0 wheel; text in assets/mtcnn/LICENSE)"
+_LIVEPORTRAIT = ("Code MIT (KwaiVGI/LivePortrait LICENSE). Weights: the maintainers state 'the code "
+                 "and models of LivePortrait are under MIT license' except InsightFace's (issue "
+                 "#193, also #79); a written confirmation for commercial redistribution was "
+                 "requested in issue #548 and is not answered yet.")
+_LP_NOTES = ("Official layout of the HF model repo KwaiVGI/LivePortrait. Size approximate, from the "
+             "parameter count (fp32). Takes need no InsightFace: the crop comes from our MTCNN "
+             "landmarks (or a client face_box), so buffalo_l and landmark.onnx are not used. "
+             + _NO_HASH)
 
 REGISTRY: tuple[WeightFile, ...] = (
     # --- lip-sync: LatentSync UNet (one per version), Whisper tiny, SD VAE ---
@@ -160,6 +168,18 @@ REGISTRY: tuple[WeightFile, ...] = (
         engine="realesrgan", group="upscale", licence="BSD-3-Clause (xinntao/Real-ESRGAN)",
         commercial_ok=True, sources=(Source(f"{_ESRGAN}/v0.2.1/RealESRGAN_x2plus.pth"),),
         approx_mb=67.0, notes="Release tag from inference_realesrgan.py. " + _NO_HASH),
+    # --- persona takes: LivePortrait's five networks (F, M, W, G, S) ---
+    *(WeightFile(
+        name=f"liveportrait-{name}", path=f"liveportrait/{path}", engine="liveportrait",
+        group="takes", licence=_LIVEPORTRAIT, commercial_ok=True,
+        sources=(Source(_hf("KwaiVGI/LivePortrait", f"liveportrait/{path}")),),
+        approx_mb=mb, notes=_LP_NOTES)
+      for name, path, mb in (
+          ("appearance", "base_models/appearance_feature_extractor.pth", 3.4),
+          ("motion", "base_models/motion_extractor.pth", 112.5),
+          ("warping", "base_models/warping_module.pth", 182.2),
+          ("spade", "base_models/spade_generator.pth", 221.5),
+          ("stitching", "retargeting_models/stitching_retargeting_module.pth", 0.9))),
 )
 
 _BY_NAME = {w.name: w for w in REGISTRY}
@@ -209,9 +229,14 @@ def latentsync_names(version: str) -> tuple[str, ...]:
     return (f"latentsync-{version}-unet", "whisper-tiny", "sd-vae-ft-mse-config", "sd-vae-ft-mse")
 
 
+def liveportrait_names() -> tuple[str, ...]:
+    """The five files of the LivePortrait take engine (group "takes")."""
+    return tuple(w.name for w in REGISTRY if w.engine == "liveportrait")
+
+
 def select(only: str = "all", version: str = "both", non_commercial: bool = False,
            include_bundled: bool = False) -> list[WeightFile]:
-    """Entries for `--only` (lipsync | restore | upscale | all) and `--version` (1.5 | 1.6 | both).
+    """Entries for `--only` (lipsync | restore | upscale | takes | all) and `--version` (1.5 | 1.6 | both).
 
     Entries with `commercial_ok=False` are left out unless `non_commercial` is True."""
     if only != "all" and only not in GROUPS:

@@ -35,6 +35,11 @@ def test_dry_run_selects_by_flags(tmp_path, capsys):
     assert "insightface" not in out and "dry run: 4 file(s)" in out
     download_models.main(["--models-dir", str(tmp_path / "m"), "--dry-run", "--non-commercial"])
     assert "insightface-det-10g" in capsys.readouterr().out
+    # persona takes: LivePortrait's five files, and no InsightFace with them
+    rc = download_models.main(["--models-dir", str(tmp_path / "m"), "--dry-run", "--only", "takes"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "dry run: 5 file(s)" in out and "liveportrait-spade" in out
+    assert "insightface" not in out and "latentsync" not in out
 
 
 def test_models_dir_defaults_to_env(monkeypatch, tmp_path):

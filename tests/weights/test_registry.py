@@ -46,6 +46,10 @@ def test_groups_and_versions():
     assert {w.name for w in registry.select("upscale")} == {
         "realesrgan-x4plus", "realesr-general-x4v3", "realesrgan-x2plus"}
     assert {w.name for w in registry.select("restore")} == {"gfpgan-v1.4"}
+    assert {w.name for w in registry.select("takes")} == set(registry.liveportrait_names()) == {
+        "liveportrait-appearance", "liveportrait-motion", "liveportrait-warping",
+        "liveportrait-spade", "liveportrait-stitching"}
+    assert set(registry.GROUPS) == {"lipsync", "restore", "upscale", "takes"}
     both = {w.name for w in registry.select("lipsync")}
     assert {"latentsync-1.5-unet", "latentsync-1.6-unet"} <= both
     with pytest.raises(ValueError):
@@ -91,3 +95,25 @@ def test_model_path_and_present(tmp_path):
     assert registry.all_present(tmp_path, names)
     with pytest.raises(ValueError, match="unknown weight file"):
         registry.model_path(tmp_path, "codeformer")
+
+
+def test_liveportrait_entries_are_the_files_the_loader_reads(tmp_path):
+    from personas.liveportrait.checkpoint import LIVEPORTRAIT_FILES, find_liveportrait
+
+    entries = [registry.get(n) for n in registry.liveportrait_names()]
+    assert sorted(w.path for w in entries) == sorted(LIVEPORTRAIT_FILES.values())
+    for w in entries:
+        # the HF model repo holds the files at the same relative paths as our models dir
+        assert w.sources[0].url == f"https://huggingface.co/KwaiVGI/LivePortrait/resolve/main/{w.path}"
+        assert w.commercial_ok and "#193" in w.licence and "#548" in w.licence
+        assert "no InsightFace" in w.notes and w.approx_mb
+    # the five files present -> the loader's presence check agrees with the registry's
+    assert not find_liveportrait(tmp_path)
+    for w in entries:
+        p = registry.model_path(tmp_path, w.name)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    assert registry.all_present(tmp_path, registry.liveportrait_names())
+    assert find_liveportrait(tmp_path)
+    # the whole set is about the official release's size (F+M+W+G+S, fp32)
+    assert 480 < sum(w.approx_mb for w in entries) < 560
