@@ -8,6 +8,7 @@ import zlib
 from core import keys
 from core.jobs import JobResult
 from core.runner import JobContext
+from core.storage import link_to
 from media.options import FinishOptions
 from personas.manifest import TAKE_FRAME_BOX, TAKE_SECONDS, write_manifest
 from stages.contracts import (FACE_RESTORE, FINISHER, LIPSYNC, UPSCALE, FinishRequest,
@@ -50,19 +51,23 @@ async def run(ctx: JobContext) -> JobResult:
             video_key=keys.take_video(persona_id, i)), span=(lo + (hi - lo) * 0.7, hi))
         takes.append({"id": f"{persona_id}_take_{i}", "emotion": spec["emotion"],
                       "angle": spec["angle"], "intensity": spec["intensity"],
-                      "video_url": done.video_url, "duration": round(done.duration_s, 3),
+                      "duration": round(done.duration_s, 3),
                       "key": done.video_key, "track_key": take.track_key,
                       "width": done.width, "height": done.height, "fps": done.fps,
                       "engine": take.engine, "engine_reason": take.engine_reason,
                       "params": take.params})
 
     # 5. The manifest a later video_render reads (bucket + personas volume).
-    manifest = await asyncio.to_thread(write_manifest, ctx.storage, ctx.settings.personas_dir, persona_id, {
+    #    It holds storage keys only: a link stored there would expire.
+    await asyncio.to_thread(write_manifest, ctx.storage, ctx.settings.personas_dir, persona_id, {
         "persona_id": persona_id, "archetype": req.get("archetype", ""),
         "primary_image_key": up.image_key, "engines": engines, "base_takes": takes})
-    public = [{k: t[k] for k in ("id", "emotion", "angle", "intensity", "video_url", "duration",
-                                 "engine", "engine_reason", "params")}
+    # Links in the result are keys the status route turns into fresh links on each read.
+    public = [{"video_url": link_to(t["key"]),
+               **{k: t[k] for k in ("id", "emotion", "angle", "intensity", "duration", "engine",
+                                    "engine_reason", "params")}}
               for t in takes]
     return JobResult(success=True, output={}, metadata={
         "job_id": ctx.job_id, "persona_id": persona_id, "archetype": req.get("archetype", ""),
-        "base_takes": public, "manifest": manifest["manifest_url"], "engines": engines})
+        "base_takes": public, "manifest": link_to(keys.persona_manifest(persona_id)),
+        "engines": engines})

@@ -22,7 +22,7 @@ def load_manifest(storage: Storage, persona_id: str) -> dict | None:
 
 def write_manifest(storage: Storage, personas_dir: Path, persona_id: str, manifest: dict) -> dict:
     key = keys.persona_manifest(persona_id)
-    manifest = dict(manifest, manifest_url=storage.url(key))
+    # keys only (take videos, tracks, the primary image): a link written here would expire
     data = json.dumps(manifest, indent=2).encode()
     storage.put_bytes(key, data)
     local = volume_dir(personas_dir, persona_id)

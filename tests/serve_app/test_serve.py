@@ -198,7 +198,9 @@ def test_real_serve_run_over_http_all_job_types(tmp_path, media, ray_env, monkey
     assert [t["id"] for t in takes] == ["p1_take_0"]
     take = probe(got[f"{persona_job}/p1_take_0"])
     assert abs(take.duration_s - 5.0) <= 1 / 25 + 1e-3
-    manifest = json.loads(got[f"{persona_job}/manifest"].read_text())
+    manifest_text = got[f"{persona_job}/manifest"].read_text()
+    assert "http" not in manifest_text and "exp=" not in manifest_text   # keys, never links
+    manifest = json.loads(manifest_text)
     assert [t["id"] for t in manifest["base_takes"]] == ["p1_take_0"]
     assert (tmp_path / "personas" / "p1" / "manifest.json").is_file()
     assert (tmp_path / "personas" / "p1" / "take_0.mp4").is_file()
