@@ -158,6 +158,10 @@ class LivePortraitEngine:
         self._graph: _GraphedStep | None = None
         self._graph_failed = False
         self._warp, self._decode = models.W, models.G
+        if self.cuda:
+            # W's 3-D hourglass and G's convolutions run at a few fixed shapes per replica:
+            # let cuDNN pick its fastest algorithm for each once (the LatentSync engine does too)
+            torch.backends.cudnn.benchmark = True
         if self.cuda and options.channels_last:
             _to_channels_last(models.W)
             _to_channels_last(models.G)
