@@ -44,11 +44,12 @@ def _listed(names: list[str]) -> str:
 
 def state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
     """Describe how `state` differs from `model`'s state dict, or None when keys and shapes agree."""
+    # listed in the network's (and the file's) own order: the first names say where it breaks
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {expected[k]}" for k in set(expected) & set(state)
-                   if tuple(state[k].shape) != expected[k])
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in expected.items()
+             if k in state and tuple(state[k].shape) != shape]
     problems = []
     if missing:
         problems.append(f"missing {len(missing)}: {_listed(missing)}")

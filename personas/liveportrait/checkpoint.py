@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from enhance.weights import state_dict_mismatch
+
 from .appearance import AppearanceFeatureExtractor
 from .config import LivePortraitConfig, infer_config
 from .keypoints import KpInfo, refine_kp_info
@@ -172,31 +174,13 @@ def read_official_checkpoints(models_dir: str | Path) -> dict[str, Any]:
     return payloads
 
 
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOWN_KEYS])
-    more = f", ... ({len(keys)} in all)" if len(keys) > _SHOWN_KEYS else f" ({len(keys)})"
-    return shown + more
-
-
 def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str) -> None:
     """Raise CheckpointError naming `where` and the missing, unexpected and mis-shaped keys
-    when state_dict does not fit module exactly."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    misshaped = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
-                 for k, v in expected.items()
-                 if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or misshaped):
-        return
-    parts = []
-    if missing:
-        parts.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys: {_listing(unexpected)}")
-    if misshaped:
-        parts.append(f"mis-shaped (file != network): {_listing(misshaped)}")
-    raise CheckpointError(f"{where} does not match {type(module).__name__}: " + "; ".join(parts))
+    when state_dict does not fit module exactly (the wording every loader of ours uses:
+    enhance.weights.state_dict_mismatch)."""
+    problem = state_dict_mismatch(module, dict(state_dict))
+    if problem:
+        raise CheckpointError(f"{where} does not fit {type(module).__name__}: {problem}")
 
 
 def _resolve_config(root: Path, payloads: Mapping[str, Any]) -> LivePortraitConfig:

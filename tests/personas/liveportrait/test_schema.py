@@ -154,7 +154,7 @@ def test_missing_key_is_named(tmp_path, tiny_payloads):
         del sd["second.bias"]
         return sd
     msg = _load_broken(tmp_path, tiny_payloads, "F", drop)
-    assert FILE_NAMES["F"] in msg and "missing keys: second.bias (1)" in msg
+    assert FILE_NAMES["F"] in msg and "missing 1: second.bias" in msg
 
 
 def test_unexpected_key_is_named(tmp_path, tiny_payloads):
@@ -163,7 +163,7 @@ def test_unexpected_key_is_named(tmp_path, tiny_payloads):
         return sd
     msg = _load_broken(tmp_path, tiny_payloads, "W", add)
     assert FILE_NAMES["W"] in msg
-    assert "unexpected keys: dense_motion_network.extra.weight (1)" in msg
+    assert "unexpected 1: dense_motion_network.extra.weight" in msg
 
 
 def test_wrong_shape_is_named(tmp_path, tiny_payloads):
@@ -177,16 +177,14 @@ def test_wrong_shape_is_named(tmp_path, tiny_payloads):
 def test_another_networks_file_is_rejected(tmp_path, tiny_payloads):
     msg = _load_broken(tmp_path, tiny_payloads, "M", lambda _: dict(tiny_payloads["F"]))
     assert FILE_NAMES["M"] in msg
-    assert "missing keys: detector.downsample_layers.0.0.weight" in msg
-    assert f"({len(tiny_payloads['M'])} in all)" in msg
-    assert "unexpected keys: first.conv.weight" in msg
-    assert f"({len(tiny_payloads['F'])} in all)" in msg
+    assert f"missing {len(tiny_payloads['M'])}: detector.downsample_layers.0.0.weight" in msg
+    assert f"unexpected {len(tiny_payloads['F'])}: first.conv.weight" in msg
 
 
 def test_wrong_file_without_config_json_still_names_keys(tmp_path, tiny_payloads):
     broken = dict(tiny_payloads, F=dict(tiny_payloads["G"]))
     write_official_checkpoints(tmp_path, broken)
-    with pytest.raises(CheckpointError, match=rf"{FILE_NAMES['F']}.*missing keys: first\.conv"):
+    with pytest.raises(CheckpointError, match=rf"{FILE_NAMES['F']}.*missing \d+: first\.conv"):
         load_liveportrait(tmp_path)
 
 
