@@ -30,6 +30,7 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -383,22 +384,8 @@ def fetch(url: str, sink: BinaryIO, max_bytes: int, policy: FetchPolicy) -> Fetc
     current = check_url(url, policy)
     for hop in range(policy.max_redirects + 1):
         where = describe_url(current)
-        try:
+        with _request_errors(where, policy, deadline):
             outcome = _one_hop(current, sink, max_bytes, policy, deadline, ssl_context)
-        except _TIMEOUTS:
-            total = time.monotonic() >= deadline - 0.01
-            raise FetchError(f"{where} did not answer in time ("
-                             + (f"total limit {policy.total_timeout_s:g} s" if total else
-                                f"no data for {policy.read_timeout_s:g} s or could not connect "
-                                f"in {policy.connect_timeout_s:g} s") + ")",
-                             code="URL_TIMEOUT") from None
-        except _TRANSPORT_ERRORS as e:
-            raise FetchError(f"{where} could not be fetched: {_transport_reason(e)}",
-                             code="URL_UNREACHABLE") from None
-        except (httpx.InvalidURL, UnicodeError, ValueError):
-            # the URL passed check_url but httpx/httpcore cannot build a request from it
-            raise FetchError(f"{where} could not be requested: the URL is malformed",
-                             code="BAD_URL") from None
         if isinstance(outcome, FetchResult):
             return FetchResult(outcome.size, outcome.content_type, hop, host_of(current))
         try:
@@ -473,6 +460,27 @@ def _transport_reason(exc: BaseException) -> str:
     return "the connection failed"
 
 
+@contextmanager
+def _request_errors(where: str, policy: FetchPolicy, deadline: float) -> Iterator[None]:
+    """One request's failures as FetchErrors naming the host only (a fetch's and a post's)."""
+    try:
+        yield
+    except _TIMEOUTS:
+        total = time.monotonic() >= deadline - 0.01
+        raise FetchError(f"{where} did not answer in time ("
+                         + (f"total limit {policy.total_timeout_s:g} s" if total else
+                            f"no data for {policy.read_timeout_s:g} s or could not connect "
+                            f"in {policy.connect_timeout_s:g} s") + ")",
+                         code="URL_TIMEOUT") from None
+    except _TRANSPORT_ERRORS as e:
+        raise FetchError(f"{where} could not be reached: {_transport_reason(e)}",
+                         code="URL_UNREACHABLE") from None
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        # the URL passed check_url but httpx/httpcore cannot build a request from it
+        raise FetchError(f"{where} could not be requested: the URL is malformed",
+                         code="BAD_URL") from None
+
+
 def post(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy) -> int:
     """POST `body` to `url` under the same guard as a fetch (checked URL, every address public,
     connections pinned to the checked addresses, one total deadline), following 307/308
@@ -484,7 +492,7 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy) ->
     for _ in range(policy.max_redirects + 1):
         where = describe_url(current)
         port = current.port or (443 if current.scheme == "https" else 80)
-        try:
+        with _request_errors(where, policy, deadline):
             host = current.raw_host.decode("ascii")
             addresses = resolve_checked(host, port, policy, deadline)
             timeout = httpx.Timeout(connect=policy.connect_timeout_s, read=policy.read_timeout_s,
@@ -494,14 +502,6 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: FetchPolicy) ->
                               trust_env=False) as client:
                 resp = client.post(current, content=body, headers={
                     "User-Agent": policy.user_agent, **headers})
-        except _TIMEOUTS:
-            raise FetchError(f"{where} did not answer in time", code="URL_TIMEOUT") from None
-        except _TRANSPORT_ERRORS as e:
-            raise FetchError(f"{where} could not be reached: {_transport_reason(e)}",
-                             code="URL_UNREACHABLE") from None
-        except (httpx.InvalidURL, UnicodeError, ValueError):
-            raise FetchError(f"{where} could not be requested: the URL is malformed",
-                             code="BAD_URL") from None
         if resp.status_code not in (307, 308) or not resp.headers.get("location"):
             return resp.status_code
         try:
