@@ -142,8 +142,14 @@ class StudioService:
         # the queue place is held from the check until the job exists: decoding takes a while,
         # and a burst must not pass the check all at once
         with self.runner.admission():
-            request = await asyncio.get_running_loop().run_in_executor(
+            decoding = asyncio.get_running_loop().run_in_executor(
                 self.input_pool, self._store_inputs, inp, job_id)
+            try:
+                # shielded: a client that hangs up mid-decode cancels this wait, not the decode
+                request = await asyncio.shield(decoding)
+            except asyncio.CancelledError:
+                decoding.add_done_callback(self._drop_abandoned)
+                raise
             policy = req.policy
             record = JobRecord(
                 id=job_id, job_type=JobType(inp.job_type), request=request,
@@ -153,6 +159,12 @@ class StudioService:
         if not created:  # a concurrent submission of this id won: its inputs are the job's
             await asyncio.to_thread(self._drop, _stored_media(request))
         return stored
+
+    def _drop_abandoned(self, decoding: asyncio.Future) -> None:
+        """The inputs a submission stored after its client went away (no job will own them)."""
+        if decoding.cancelled() or decoding.exception() is not None:
+            return                       # a failed decode already removed what it stored
+        self.input_pool.submit(self._drop, _stored_media(decoding.result()))
 
     def _persona_build_job(self, inp: PersonaBuildInput) -> tuple[str, JobRecord | None]:
         """The job a persona_build without its own job_id is: the same request body is the same
