@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
 from pathlib import Path
 
@@ -191,7 +190,7 @@ class GuardedJsonRoute(APIRoute):
     """A route whose JSON body is measured and parsed in a worker thread (serve_app/jsonguard.py)
     before FastAPI reads it: FastAPI then finds the parsed body in Starlette's request cache
     (`Request._json`, which `Request.json()` fills and reads) instead of parsing it on the
-    event loop. Text that is not JSON is left to FastAPI, whose 400 names the position."""
+    event loop. A body that is not JSON (or not UTF-8) is left to FastAPI, whose 400 says so."""
 
     def get_route_handler(self):
         handler = super().get_route_handler()
@@ -202,10 +201,10 @@ class GuardedJsonRoute(APIRoute):
                 if body:
                     try:
                         request._json = await asyncio.to_thread(jsonguard.parse, body)
-                    except json.JSONDecodeError:
-                        pass
                     except jsonguard.JsonTooComplex as e:
                         return _error(400, e.code, f"body: {e}")
+                    except ValueError:   # not JSON, or not UTF-8: FastAPI's own 400 says so
+                        pass
             return await handler(request)
 
         return guarded
