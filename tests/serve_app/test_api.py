@@ -13,28 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from media.ffmpeg import probe
+from serve_app import service as service_mod
 from serve_app.api import build_api
 from serve_app.inprocess import build_service
 from tests.support.media import b64, small_portrait, speechlike
 from tests.support.servers import AppServer as LocalServer
+from tests.support.servers import WebhookReceiver
+from tests.support.service import BlockingStage, make_client, tiny_job, wait_final
 
 BASE = "/v2/local"
-
-
-def make_client(settings, **overrides):
-    app = build_api()
-    app.state.service = build_service(settings.model_copy(update=overrides))
-    return TestClient(app)
-
-
-def wait_final(client, job_id, headers=None, timeout=120):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        st = client.get(f"{BASE}/status/{job_id}", headers=headers).json()
-        if st["status"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
-            return st
-        time.sleep(0.2)
-    raise AssertionError(f"{job_id} not final after {timeout}s: {st}")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +98,7 @@ def test_bad_inputs_are_4xx_naming_the_field(settings, voice, portrait):
 
 
 def test_oversize_payload_is_413(settings, portrait):
-    with make_client(settings, max_request_bytes=200_000) as c:
+    with make_client(settings.model_copy(update={"max_request_bytes": 200_000})) as c:
         r = c.post(f"{BASE}/run", json={"input": {
             "job_type": "lipsync_only", "job_id": "big", "image": portrait,
             "audio": "A" * 300_000}})
@@ -145,7 +132,7 @@ def test_api_key_guards_everything_but_health(settings, voice, portrait):
     from pydantic import SecretStr
 
     key = "k3y-" + "x" * 28
-    with make_client(settings, api_key=SecretStr(key)) as c:
+    with make_client(settings.model_copy(update={"api_key": SecretStr(key)})) as c:
         assert c.get(f"{BASE}/health").status_code == 200
         assert c.get(f"{BASE}/status/x").status_code == 401
         assert c.get(f"{BASE}/status/x", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -201,31 +188,38 @@ def test_links_from_stages_that_open_their_own_storage(settings, voice, portrait
     assert abs(probe(out).duration_s - probe(voice).duration_s) <= 1 / 25 + 1e-3
 
 
+def run_runpod_client(app, client_code: str, job: dict, tmp_path, *args: str) -> dict:
+    """Run `client_code` (after `import json, sys, runpod` and `ep = runpod.Endpoint('local')`)
+    in a subprocess with the official client pointed at `app` served on 127.0.0.1; the job's
+    JSON is in sys.argv[1], `args` follow. Returns the JSON the code printed last."""
+    script = tmp_path / "client.py"
+    script.write_text("import json, sys, runpod\n"
+                      "runpod.api_key = 'unused-on-an-open-local-server'\n"
+                      "ep = runpod.Endpoint('local')\n"
+                      "job = json.load(open(sys.argv[1]))\n" + client_code)
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    with LocalServer(app) as server:
+        env = dict(os.environ, RUNPOD_ENDPOINT_BASE_URL=f"{server.url}/v2")
+        proc = subprocess.run([sys.executable, str(script), str(job_file), *args],
+                              capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_runpod_client_unchanged(settings, voice, portrait, tmp_path):
     """The official runpod client, pointed at us with RUNPOD_ENDPOINT_BASE_URL, runs a job
     with run_sync and with run/status/output."""
     app = build_api()
     app.state.service = build_service(settings.model_copy(update={"runsync_wait_s": 0.5}))
-    script = tmp_path / "client.py"
-    script.write_text(
-        "import json, sys, runpod\n"
-        "runpod.api_key = 'unused-on-an-open-local-server'\n"
-        "ep = runpod.Endpoint('local')\n"
-        "job = json.load(open(sys.argv[1]))\n"
+    job = {"job_type": "lipsync_only", "image": portrait, "audio": b64(voice.read_bytes()),
+           "quality": "fast"}
+    got = run_runpod_client(app, (
         "out1 = ep.run_sync({'input': dict(job, job_id='rp-sync')}, timeout=120)\n"
         "run = ep.run({'input': dict(job, job_id='rp-async')})\n"
         "out2 = run.output(timeout=120)\n"
         "print(json.dumps({'sync': out1, 'async': out2, 'status': run.status(),\n"
-        "                  'health': ep.health()}))\n")
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"job_type": "lipsync_only", "image": portrait,
-                               "audio": b64(voice.read_bytes()), "quality": "fast"}))
-    with LocalServer(app) as server:
-        env = dict(os.environ, RUNPOD_ENDPOINT_BASE_URL=f"{server.url}/v2")
-        proc = subprocess.run([sys.executable, str(script), str(job)], capture_output=True,
-                              text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+        "                  'health': ep.health()}))\n"), job, tmp_path)
     for name in ("sync", "async"):
         assert got[name]["success"] is True, got[name]
         assert got[name]["output"]["video"].endswith(f"videos/rp-{name}/lipsync.mp4")
@@ -238,12 +232,8 @@ def test_runsync_answers_before_the_proxy_limit_however_long_it_is_asked_to_wait
     """A job that never ends (a blocking lip-sync) and a runsync asked to wait 300 s, behind a
     proxy limit of 33 s with a 30 s margin (so it is short here): runsync answers with the job's
     id and running status, in our shape, inside the limit."""
-    from serve_app import service as service_mod
-    from tests.support.service import BlockingStage, make_client, tiny_job
-    from tests.support.media import b64 as _b64
-
     voice = speechlike(0.3, tmp_path / "v.wav")
-    media = {"image": _b64(small_portrait(96)), "audio": _b64(voice.read_bytes()),
+    media = {"image": b64(small_portrait(96)), "audio": b64(voice.read_bytes()),
              "face_box": [20, 10, 76, 80]}
     monkeypatch.setattr(service_mod, "RESPONSE_MARGIN_S", 30.0)
     s = settings.model_copy(update={"request_timeout_s": 33.0, "runsync_wait_s": 300.0})
@@ -257,39 +247,25 @@ def test_runsync_answers_before_the_proxy_limit_however_long_it_is_asked_to_wait
 def test_runpod_client_drives_a_job_with_a_webhook_and_a_policy(settings, voice, portrait, tmp_path):
     """The official client sends RunPod's top-level webhook and policy with `run`; the job
     completes, the webhook receives the final status once, and status shows the delivery."""
-    from tests.support.servers import WebhookReceiver
-
     hook = WebhookReceiver()
     app = build_api()
     app.state.service = build_service(settings.model_copy(update={
         "allow_http_inputs": True, "allow_private_inputs": True}))
-    script = tmp_path / "client.py"
-    script.write_text(
-        "import json, sys, time, runpod\n"
-        "runpod.api_key = 'unused-on-an-open-local-server'\n"
-        "ep = runpod.Endpoint('local')\n"
-        "job, hook = json.load(open(sys.argv[1])), sys.argv[2]\n"
-        "run = ep.run({'input': dict(job, job_id='rp-hook'), 'webhook': hook,\n"
-        "              'policy': {'executionTimeout': 600000, 'ttl': 600000}})\n"
-        "out = run.output(timeout=120)\n"
-        "print(json.dumps({'out': out, 'status': run.status()}))\n")
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"job_type": "lipsync_only", "image": portrait,
-                               "audio": b64(voice.read_bytes()), "quality": "fast"}))
+    job = {"job_type": "lipsync_only", "image": portrait, "audio": b64(voice.read_bytes()),
+           "quality": "fast"}
     try:
-        with LocalServer(app) as server:
-            env = dict(os.environ, RUNPOD_ENDPOINT_BASE_URL=f"{server.url}/v2")
-            proc = subprocess.run([sys.executable, str(script), str(job), hook.url],
-                                  capture_output=True, text=True, timeout=240, env=env)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            deadline = time.monotonic() + 60       # a hang guard for the delivery
-            while not hook.received and time.monotonic() < deadline:
-                time.sleep(0.05)
-            with TestClient(app) as c:
-                st = c.get(f"{BASE}/status/rp-hook").json()
+        got = run_runpod_client(app, (
+            "run = ep.run({'input': dict(job, job_id='rp-hook'), 'webhook': sys.argv[2],\n"
+            "              'policy': {'executionTimeout': 600000, 'ttl': 600000}})\n"
+            "out = run.output(timeout=120)\n"
+            "print(json.dumps({'out': out, 'status': run.status()}))\n"), job, tmp_path, hook.url)
+        deadline = time.monotonic() + 60       # a hang guard for the delivery
+        while not hook.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with TestClient(app) as c:
+            st = c.get(f"{BASE}/status/rp-hook").json()
     finally:
         hook.close()
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["status"] == "COMPLETED" and got["out"]["success"] is True
     assert len(hook.received) == 1
     assert json.loads(hook.received[0][1])["status"] == "COMPLETED"

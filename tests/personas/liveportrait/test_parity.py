@@ -161,20 +161,21 @@ def test_weight_rule_reproduces_the_checks():
         assert got.tolist() == pytest.approx(expected, rel=0, abs=1e-9)
 
 
-def test_tiny_parity(tmp_path):
-    torch.set_num_threads(1)
-    g = goldens("tiny")
-    models = load_rule_models("tiny", tmp_path)
+@pytest.mark.parametrize("size", ["tiny", pytest.param("full", marks=pytest.mark.slow)])
+def test_parity_with_the_official_goldens(size, tmp_path, one_torch_thread):
+    """Every stored tensor of the official code's run (full size through the loader: ~0.5 GB
+    of checkpoints, about 25-40 s on one core)."""
+    g = goldens(size)
+    models = load_rule_models(size, tmp_path)
     with torch.no_grad():
         out = run_recipe(models, g)
-    errors = compare("tiny", g, out)
-    check_whole_summaries("tiny", out)
-    print("tiny parity errors:", json.dumps(errors, indent=1))
+    errors = compare(size, g, out)
+    check_whole_summaries(size, out)
+    print(f"{size} parity errors:", json.dumps(errors, indent=1))
 
 
-def test_tiny_batched_warp_decode_matches_single(tmp_path):
+def test_tiny_batched_warp_decode_matches_single(tmp_path, one_torch_thread):
     """The engine's path: F and M once, then W+G for a batch of driving keypoints."""
-    torch.set_num_threads(1)
     g = goldens("tiny")
     models = load_rule_models("tiny", tmp_path)
     with torch.no_grad():
@@ -214,16 +215,3 @@ def test_keypoint_math_is_batched_and_dtype_agnostic():
     bins = torch.full((2, 66), -1e4)
     bins[0, 40], bins[1, 10] = 0, 0
     assert kpm.headpose_to_degrees(bins).tolist() == [22.5, -67.5]
-
-
-@pytest.mark.slow
-def test_full_size_parity(tmp_path):
-    """Full size through the loader (~0.5 GB of checkpoints); about 40 s on one core."""
-    torch.set_num_threads(1)
-    g = goldens("full")
-    models = load_rule_models("full", tmp_path)
-    with torch.no_grad():
-        out = run_recipe(models, g)
-    errors = compare("full", g, out)
-    check_whole_summaries("full", out)
-    print("full parity errors:", json.dumps(errors, indent=1))

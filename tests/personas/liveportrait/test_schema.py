@@ -36,9 +36,8 @@ def tiny_config() -> LivePortraitConfig:
 
 
 @pytest.fixture
-def tiny_payloads() -> dict:
+def tiny_payloads(one_torch_thread) -> dict:
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     models = build_models(tiny_config(), "cpu")
     for net in models.networks().values():
         for t in net.state_dict().values():
