@@ -17,11 +17,13 @@ def test_inputs_of_a_submit_whose_client_went_away_are_removed(settings, tmp_pat
     service = build_service(settings)
     storing, release = threading.Event(), threading.Event()
     real_put = service.storage.put_file
+    stored: list[str] = []
 
     def slow_put(key, path):             # the decode is done; storing the files is slow
         storing.set()
         release.wait(30)
-        return real_put(key, path)
+        real_put(key, path)
+        stored.append(key)
 
     service.storage.put_file = slow_put
 
@@ -34,12 +36,14 @@ def test_inputs_of_a_submit_whose_client_went_away_are_removed(settings, tmp_pat
         except asyncio.CancelledError:
             pass
         release.set()
-        for _ in range(200):             # a hang guard while the worker finishes and cleans up
-            if not any((settings.storage_dir / "jobs" / "gone-1" / "inputs").rglob("*.*")):
+        inputs = settings.storage_dir / "jobs" / "gone-1" / "inputs"
+        for _ in range(600):             # a hang guard: the worker stores both, then cleans up
+            if len(stored) == 2 and not [p for p in inputs.rglob("*") if p.is_file()]:
                 break
             await asyncio.sleep(0.05)
 
     asyncio.run(main())
     inputs = settings.storage_dir / "jobs" / "gone-1" / "inputs"
-    assert not [p for p in inputs.rglob("*") if p.is_file()]
+    assert len(stored) == 2                                  # both were stored...
+    assert not [p for p in inputs.rglob("*") if p.is_file()]  # ...and removed
     assert service.runner.store.get("gone-1") is None       # and no job was created
