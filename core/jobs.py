@@ -124,7 +124,22 @@ class JobStore:
         return self.storage.put_bytes_if_absent(keys.claim(job_id, attempt), replica_id.encode())
 
     def superseded(self, job_id: str, attempt: int) -> bool:
-        return self.storage.exists(keys.claim(job_id, attempt + 1))
+        """A later attempt was claimed, or (its claims already cleared at its end) recorded."""
+        if self.storage.exists(keys.claim(job_id, attempt + 1)):
+            return True
+        stored = self.get(job_id)
+        return stored is not None and stored.attempts > attempt
+
+    def clear_working_files(self, job_id: str) -> int:
+        """A final job's scratch folder (inputs, intermediates), progress and claims; the record
+        stays, and so does a cancel marker (a stage still running reads it to stop; the next
+        housekeeping pass takes it). Returns how many keys went."""
+        n = self.storage.delete_folder(keys.scratch_folder(job_id))
+        n += self.storage.delete_folder(keys.claims_folder(job_id))
+        if self.storage.exists(keys.progress(job_id)):
+            self.storage.delete(keys.progress(job_id))
+            n += 1
+        return n
 
     # Replica liveness: one small object per ingress replica, so jobs waiting in a live replica's
     # queue (which have no heartbeat of their own) are never adopted by another replica.

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generic, Iterator, TypeVar
 
+from core import housekeeping
 from core.errors import JobCancelled, StageError
 from core.jobs import ErrorInfo, JobRecord, JobResult, JobStatus, JobStore, JobType
 from core.settings import Settings
@@ -24,6 +25,7 @@ log = logging.getLogger("personaforge.jobs")
 
 HEARTBEAT_S = 5.0
 REAP_EVERY_S = 15.0
+SWEEP_EVERY_S = 600.0      # housekeeping passes (core/housekeeping.py)
 FINAL_SAVE_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0)  # storage down: keep the result
 STAGE_RETRIES = 2          # a stage call whose replica died is retried this many times
 STAGE_RETRY_DELAY_S = 2.0
@@ -57,6 +59,7 @@ class RunnerTimings:
     reap_every_s: float = REAP_EVERY_S
     final_save_backoff_s: tuple[float, ...] = FINAL_SAVE_BACKOFF_S
     stage_retry_delay_s: float = STAGE_RETRY_DELAY_S
+    sweep_every_s: float = SWEEP_EVERY_S
 
 
 class QueueFull(Exception):
@@ -153,6 +156,7 @@ class JobRunner:
         self._admitting = 0  # submissions holding a queue place (see admission())
         self._draining = False
         self._reaper: asyncio.Task | None = None
+        self._last_sweep = float("-inf")  # monotonic
         self._beat: asyncio.Task | None = None
         self.counts = {"completed": 0, "failed": 0, "retried": 0, "taken_over": 0}
 
@@ -335,6 +339,7 @@ class JobRunner:
             try:
                 if await asyncio.to_thread(self._save_final, rec):
                     self._told_final(rec)
+                    await asyncio.to_thread(self._clear_working_files, rec.id)
                 return
             except Exception as e:  # noqa: BLE001 - storage errors of either backend
                 if delay is None:
@@ -364,6 +369,15 @@ class JobRunner:
                 await asyncio.to_thread(self._save_beat, rec)
             except Exception as e:  # noqa: BLE001
                 log.warning("job %s: heartbeat skipped (%s)", rec.id, type(e).__name__)
+
+    def _clear_working_files(self, job_id: str) -> None:
+        """The end of a job whose final record is written: its inputs and intermediates go
+        (the outputs and the record stay). Best effort: housekeeping retries what fails."""
+        try:
+            self.store.clear_working_files(job_id)
+        except Exception as e:  # noqa: BLE001 - the job's result is already recorded
+            log.warning("job %s: its working files stay until housekeeping (%s)", job_id,
+                        type(e).__name__)
 
     def _told_final(self, rec: JobRecord) -> None:
         if self.on_final is not None:
@@ -424,6 +438,8 @@ class JobRunner:
         while not self._draining:
             try:
                 await self.reap()
+                if time.monotonic() - self._last_sweep >= self.timings.sweep_every_s:
+                    await self.sweep()
             except Exception:  # noqa: BLE001 - the reaper must outlive storage hiccups
                 log.exception("reaper pass failed")
             await asyncio.sleep(self.timings.reap_every_s)
@@ -436,7 +452,14 @@ class JobRunner:
             self._start(job_id, attempt)
         for rec in ended:
             self._told_final(rec)
+            await asyncio.to_thread(self._clear_working_files, rec.id)
         return acted
+
+    async def sweep(self) -> housekeeping.SweepReport:
+        """One housekeeping pass (core/housekeeping.py) at this runner's clock."""
+        self._last_sweep = time.monotonic()
+        return await asyncio.to_thread(housekeeping.sweep, self.store, self.settings,
+                                       self.clock())
 
     def _owner_alive(self, rec: JobRecord, now: float) -> bool:
         """A job is its owner's while the owner beats: its own heartbeat (or, new, its creation)

@@ -44,6 +44,14 @@ class Settings(BaseModel):
     # are made when a client reads them (status), never stored, so they do not rot.
     link_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
 
+    # Where jobs' inputs and intermediates live (deleted when each job ends): None = beside the
+    # outputs under `scratch/` (every node sees them); a directory = there (node-local disk when
+    # every replica shares one node, or a shared mount). core/storage.py.
+    scratch_dir: Path | None = None
+    # A job's record (what `status` answers) is deleted this long after its last write;
+    # replicas' liveness beats after `lease_s` x BEAT_EXPIRY_LEASES (core/housekeeping.py).
+    record_ttl_s: float = Field(default=7 * 24 * 3600, ge=60)
+
     models_dir: Path = Path("/workspace/models")
     personas_dir: Path = Path("/workspace/personas")
     cache_dir: Path = Path("/workspace/cache")
@@ -102,6 +110,8 @@ class Settings(BaseModel):
             r2_bucket=_env("R2_BUCKET"),
             r2_public_url=_env("R2_PUBLIC_URL"),
             link_ttl_s=int(_env_float("PF_LINK_TTL_S", 7 * 24 * 3600)),
+            scratch_dir=_env("PF_SCRATCH_DIR"),
+            record_ttl_s=_env_float("PF_RECORD_TTL_S", 7 * 24 * 3600),
             models_dir=Path(_env("PF_MODELS_DIR", _default_dir("/workspace/models", local_root / "models"))),
             personas_dir=Path(_env("PF_PERSONAS_DIR", _default_dir("/workspace/personas", local_root / "personas"))),
             cache_dir=Path(_env("PF_CACHE_DIR", _default_dir("/workspace/cache", local_root / "cache"))),

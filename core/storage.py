@@ -2,6 +2,11 @@
 
 Keys are slash-separated and built only from validated ids (core.ids), e.g.
 `videos/<job_id>/final.mp4`. Stages pass keys to each other, never frames.
+
+Scratch (a job's inputs and intermediates, `scratch/` keys) lives beside the outputs under its
+own prefix by default, where every replica on every node finds it, and is deleted when the job
+ends. With PF_SCRATCH_DIR it lives on that directory instead (`ScratchRouted`): node-local disk,
+for deployments whose replicas all share one node (one GPU host, RunPod), or a shared mount.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable
 
+from core import keys
 from core.settings import Settings
 
 log = logging.getLogger("personaforge.storage")
@@ -69,7 +75,22 @@ class Storage(ABC):
     def list(self, prefix: str) -> list[str]: ...
 
     @abstractmethod
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        """Every key under `prefix` -> when it was last written (epoch seconds)."""
+
+    @abstractmethod
     def url(self, key: str) -> str: ...
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding `key` when this storage is a local folder, else None."""
+        return None
+
+    def delete_folder(self, folder: str) -> int:
+        """Delete every key under `folder` (a folder key of core.keys); returns how many."""
+        found = self.list(folder + "/")
+        for key in found:
+            self.delete(key)
+        return len(found)
 
     def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
         """Create `key` only if it does not exist; True if we created it."""
@@ -147,9 +168,21 @@ class LocalStorage(Storage):
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
                       if p.is_file() and not p.name.startswith("."))
 
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        out = {}
+        for key in self.list(prefix):
+            try:
+                out[key] = (self.root / key).stat().st_mtime
+            except FileNotFoundError:  # deleted between the listing and the stat
+                pass
+        return out
+
     def url(self, key: str) -> str:
         query = f"?{self.signer(key)}" if self.signer else ""
         return f"{self.base_url}/files/{_check_key(key)}{query}"
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
 
 
 class S3Storage(Storage):
@@ -270,11 +303,19 @@ class S3Storage(Storage):
                     lambda: self.client.delete_object(Bucket=self.bucket, Key=_check_key(key)))
 
     def list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-        return sorted(keys)
+        return sorted(self.list_modified(prefix))
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        found: dict[str, float] = {}
+
+        def scan():
+            found.clear()
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                found.update((o["Key"], o["LastModified"].timestamp())
+                             for o in page.get("Contents", []))
+        self._retry(f"list {prefix}", scan)
+        return found
 
     def url(self, key: str) -> str:
         _check_key(key)
@@ -283,6 +324,59 @@ class S3Storage(Storage):
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=self.link_ttl_s)
+
+
+class ScratchRouted(Storage):
+    """The outputs' storage, with `scratch/` keys kept in a second storage (PF_SCRATCH_DIR).
+    Callers see one storage: the route is the key's prefix."""
+
+    def __init__(self, outputs: Storage, scratch: Storage):
+        self.outputs, self.scratch = outputs, scratch
+        self.kind = outputs.kind
+
+    def _for(self, key: str) -> Storage:
+        return self.scratch if key.startswith(keys.SCRATCH_PREFIX) else self.outputs
+
+    def put_file(self, key, path):
+        return self._for(key).put_file(key, path)
+
+    def put_bytes(self, key, data):
+        return self._for(key).put_bytes(key, data)
+
+    def put_bytes_if_absent(self, key, data):
+        return self._for(key).put_bytes_if_absent(key, data)
+
+    def get_bytes(self, key):
+        return self._for(key).get_bytes(key)
+
+    def get_file(self, key, dest_dir):
+        return self._for(key).get_file(key, dest_dir)
+
+    def exists(self, key):
+        return self._for(key).exists(key)
+
+    def delete(self, key):
+        return self._for(key).delete(key)
+
+    def _listers(self, prefix: str) -> list[Storage]:
+        if prefix.startswith(keys.SCRATCH_PREFIX):
+            return [self.scratch]
+        return [self.outputs] + ([self.scratch] if keys.SCRATCH_PREFIX.startswith(prefix) else [])
+
+    def list(self, prefix):
+        return sorted(k for s in self._listers(prefix) for k in s.list(prefix))
+
+    def list_modified(self, prefix):
+        out: dict[str, float] = {}
+        for s in self._listers(prefix):
+            out.update(s.list_modified(prefix))
+        return out
+
+    def url(self, key):
+        return self._for(key).url(key)
+
+    def local_path(self, key):
+        return self._for(key).local_path(key)
 
 
 class LinkSigner:
@@ -337,7 +431,14 @@ def render_links(value, storage: "Storage"):
 
 def open_storage(settings: Settings, clock: Callable[[], float] = time.time) -> Storage:
     """The storage every replica opens: S3 from the R2_* settings, else the local folder, whose
-    links are signed when an API key is set."""
+    links are signed when an API key is set; scratch on PF_SCRATCH_DIR when that is set."""
+    outputs = _open_outputs(settings, clock)
+    if settings.scratch_dir is None:
+        return outputs
+    return ScratchRouted(outputs, LocalStorage(settings.scratch_dir, settings.public_base_url))
+
+
+def _open_outputs(settings: Settings, clock: Callable[[], float]) -> Storage:
     if settings.storage == "s3":
         missing = [n for n, v in (("R2_ENDPOINT", settings.r2_endpoint),
                                   ("R2_ACCESS_KEY", settings.r2_access_key),

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core import keys
 from core.ids import check_id
 from core.runner import QueueFull
-from core.storage import LocalStorage, StorageError, link_signer
+from core.storage import StorageError, link_signer
 from serve_app import jsonguard
 from serve_app.inputs import InputError
 from serve_app.service import NotReady
@@ -294,17 +294,17 @@ def build_api() -> FastAPI:
     async def files(key: str, request: Request, exp: int = 0, sig: str = ""):
         service = _svc(request)
         storage = service.storage
-        if not isinstance(storage, LocalStorage):
+        try:
+            path: Path | None = storage.local_path(key)
+        except StorageError:
+            raise HTTPException(404, "no such file") from None
+        if path is None:
             raise HTTPException(404, "files are served by the bucket, not by this service")
         # checked against the settings' key, not the storage's signer: with a key set, a file
         # is never served unsigned, however the storage was opened
         signer = link_signer(service.settings, clock=service.link_clock)
         if signer is not None and not signer.check(key, exp, sig):
             raise HTTPException(403, "link expired or not signed")
-        try:
-            path: Path = storage.path(key)
-        except StorageError:
-            raise HTTPException(404, "no such file") from None
         if not keys.is_public(key) or not path.is_file():
             raise HTTPException(404, "no such file")
         return FileResponse(path)

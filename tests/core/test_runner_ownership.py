@@ -18,6 +18,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from core.jobs import JobResult, JobStatus
 from core.storage import LocalStorage, StorageError
 from tests.support.jobs import TEST_STAGE, FakeClock, make_runner, record, until, wait_record_final
@@ -140,7 +142,10 @@ def test_two_replicas_adopting_one_orphan_run_it_once(settings, figures):
     figures.count("faults injected", 1, "three replicas adopting one orphaned job")
 
 
-def test_a_run_that_was_taken_over_stops_without_writing(settings, figures):
+@pytest.mark.parametrize("claims_cleared", [False, True], ids=["claimed", "claims-cleared"])
+def test_a_run_that_was_taken_over_stops_without_writing(settings, figures, claims_cleared):
+    """... also when the later attempt already ended and its end cleared the job's claims:
+    the record's attempt count still tells the old run that it lost."""
     storage = LocalStorage(settings.storage_dir, "http://x")
     gate = Gate()
 
@@ -154,13 +159,17 @@ def test_a_run_that_was_taken_over_stops_without_writing(settings, figures):
         done.status, done.attempts, done.owner = JobStatus.COMPLETED, 2, "replica-b"
         done.result = JobResult(success=True, output={"by": "b"})
         a.store.save(done)
+        if claims_cleared:
+            a.store.clear_working_files("j1")
+            assert storage.list("jobs/j1/claims/") == []
         await until(lambda: "j1" not in a._tasks, what="the taken-over run stops")
         return a, a.store.get("j1")
 
     a, rec = asyncio.run(main())
     assert "j1" not in a._tasks and a.counts["taken_over"] == 1
     assert rec.status == JobStatus.COMPLETED and rec.result.output == {"by": "b"}
-    figures.count("faults injected", 1, "a run taken over by another replica")
+    if not claims_cleared:
+        figures.count("faults injected", 1, "a run taken over by another replica")
 
 
 def test_storage_outage_longer_than_retries_loses_nothing(settings, monkeypatch, figures):

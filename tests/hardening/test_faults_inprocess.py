@@ -67,7 +67,7 @@ def test_cancel_stops_the_stage_and_frees_the_slot(sandbox, long_media, tiny_med
         time.sleep(1.5)  # longer than StageProgress's report interval
         assert _fraction(store, "long-a") == frozen < 1.0
         assert not rec.of("long-a", "finisher")
-        assert not (settings.storage_dir / "jobs/long-a/work/lipsync.mp4").exists()
+        assert not (settings.storage_dir / "scratch/long-a/work/lipsync.mp4").exists()
         assert not (settings.storage_dir / "videos/long-a").exists()
         # 2. The next job took the freed slot and finished.
         assert a["status"] == "CANCELLED" and a["output"]["error"]["code"] == "CANCELLED"
@@ -100,9 +100,13 @@ def test_job_past_its_time_limit_ends_timed_out_and_stops(sandbox, tiny_media, f
         # the stage does not run on for nothing: it stops at its next progress check
         call = rec.wait_ended("slow-1", "lipsync")
         assert isinstance(call.error, JobCancelled), call.error
-        frozen = _fraction(store, "slow-1")
-        assert frozen == blocking[0].reported[-1] < 1.0   # its last report is the last word
-        assert not (settings.storage_dir / "jobs/slow-1/work/lipsync.mp4").exists()
+        reports = len(blocking[0].reported)
+        time.sleep(0.5)
+        assert len(blocking[0].reported) == reports and blocking[0].reported[-1] < 1.0
+        frozen = blocking[0].reported[-1]
+        # the job's progress went with its other working files when it ended
+        assert store.get_progress("slow-1") is None
+        assert not (settings.storage_dir / "scratch/slow-1/work/lipsync.mp4").exists()
         # and the slot is free for the next job
         assert c.post(f"{BASE}/run", json={"input": tiny_job(tiny_media, "after-t")}).status_code == 200
         assert wait_final(c, "after-t")["status"] == "COMPLETED"

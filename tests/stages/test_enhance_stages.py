@@ -84,7 +84,7 @@ def test_restore_changes_only_the_face_region(settings, tmp_path):
         GFPGANv1Clean(**TINY_GFPGAN).eval(), "tiny", "cpu"))
     from stages.contracts import LipSyncRequest
 
-    img_key, audio_key = "jobs/r1/inputs/image.png", "jobs/r1/inputs/audio.wav"
+    img_key, audio_key = "scratch/r1/inputs/image.png", "scratch/r1/inputs/audio.wav"
     storage.put_bytes(img_key, small_portrait(256))
     storage.put_file(audio_key, speechlike(0.6, tmp_path / "a.wav"))
     synced = stages["lipsync"].run(LipSyncRequest(job_id="r1", source_key=img_key,
@@ -107,14 +107,14 @@ def test_restore_changes_only_the_face_region(settings, tmp_path):
 
 def test_upscale_stage_counts_no_model_run_when_it_only_resamples(settings):
     storage = open_storage(settings)
-    storage.put_bytes("jobs/u1/inputs/image.png", small_portrait(200))
+    storage.put_bytes("scratch/u1/inputs/image.png", small_portrait(200))
     x4 = Upscaler(RRDBNet(scale=4, num_feat=8, num_block=1, num_grow_ch=4).eval(), "tiny-x4", "cpu")
     with_model = UpscaleStage(settings, storage, models={"x4": x4, "x2": None, "resample": resample_upscaler()})
     without = UpscaleStage(settings, storage, models={"x4": None, "x2": None, "resample": resample_upscaler()})
 
     def run(stage, size):
-        return stage.run(UpscaleRequest(job_id="u1", image_key="jobs/u1/inputs/image.png", max_width=size,
-                                        max_height=size, out_key=f"jobs/u1/work/{size}.png"))
+        return stage.run(UpscaleRequest(job_id="u1", image_key="scratch/u1/inputs/image.png", max_width=size,
+                                        max_height=size, out_key=f"scratch/u1/work/{size}.png"))
 
     assert run(with_model, 400).runs == 1 and x4.model_runs == 1  # enlarge: the model, once
     shrunk = run(with_model, 100)  # shrink: Lanczos only
@@ -174,16 +174,16 @@ def test_restore_stage_keeps_face_flicker_within_ten_percent_of_input(settings, 
     with FrameWriter(tmp_path / "synced.mp4", 256, 256, 25) as writer:
         for frame in clip:
             writer.write(frame)
-    storage.put_file("jobs/f1/work/synced.mp4", tmp_path / "synced.mp4")
+    storage.put_file("scratch/f1/work/synced.mp4", tmp_path / "synced.mp4")
     track = io.BytesIO()
     np.savez(track, boxes=np.tile(np.array(FACE_BOX, np.float32), (FLICKER_FRAMES, 1)))
-    storage.put_bytes("jobs/f1/work/faces.npz", track.getvalue())
+    storage.put_bytes("scratch/f1/work/faces.npz", track.getvalue())
 
-    result = stage.run(RestoreRequest(job_id="f1", faces_key="jobs/f1/work/faces.npz", frames=FramesRef(
-        key="jobs/f1/work/synced.mp4", width=256, height=256, fps=25, n_frames=FLICKER_FRAMES)))
+    result = stage.run(RestoreRequest(job_id="f1", faces_key="scratch/f1/work/faces.npz", frames=FramesRef(
+        key="scratch/f1/work/synced.mp4", width=256, height=256, fps=25, n_frames=FLICKER_FRAMES)))
 
     assert result.restored_faces == restorer.faces_restored == FLICKER_FRAMES
-    before = np.stack(list(read_frames(storage.get_file("jobs/f1/work/synced.mp4", tmp_path / "in"))))
+    before = np.stack(list(read_frames(storage.get_file("scratch/f1/work/synced.mp4", tmp_path / "in"))))
     after = np.stack(list(read_frames(storage.get_file(result.frames.key, tmp_path / "out"))))
     assert before.shape == after.shape == (FLICKER_FRAMES, 256, 256, 3)
     x0, y0, x1, y1 = FACE_BOX

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from serve_app import netguard
 from serve_app.inputs import FetchPolicy, InputError, acquire
-from serve_app.netguard import FetchError, check_url, fetch
+from serve_app.netguard import FetchError, check_url
 from tests.serve_app.inputs.fuzzing import examples, fuzz_settings
 from tests.support.media import png_bytes
 
