@@ -2,7 +2,8 @@
 
 The in-process studio (serve_app/inprocess.py: the real StudioService, job graphs and stage
 objects, called in threads; no Ray, no HTTP) runs each job twice, cold (the first run of that job
-in the process: CUDA graph captures, cuDNN autotuning, caches) and warm (the same job again):
+in the process: CUDA graph captures, cuDNN autotuning, caches; the very first row is also the
+first job after start-up) and warm (the same job again):
 
   lipsync_only    quality fast / standard / high
   video_render    quality standard / premium, output format --width x --height @ --fps
@@ -547,6 +548,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cuda = device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run on a GPU, or pass --tiny (CPU smoke)")
+    if not cuda and not args.tiny and not args.load_only:
+        raise SystemExit("full-size models run for hours on a CPU: pass --tiny (CPU smoke) or "
+                         "--load-only (write and load the weights only)")
     plan = make_plan(args)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="pf-e2e-"))
     try:

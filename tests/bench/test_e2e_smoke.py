@@ -19,6 +19,8 @@ STAGES = {"lipsync_only": {"lipsync", "finisher"},
 MODEL_STAGES = {"lipsync", "face_restore", "upscale"}
 SLACK_S = 0.01   # stage seconds are rounded to ms, model seconds to 0.1 ms
 
+pytestmark = pytest.mark.slow   # about a minute on 2 cores: it encodes every job's media
+
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
