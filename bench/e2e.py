@@ -610,7 +610,9 @@ def _run(args: argparse.Namespace, plan: Plan, device: str, work: Path) -> list[
             print(f"{r.job} {r.quality} {r.run}: {r.status}: {r.error}")
     out = [asdict(r) for r in rows]
     summary = {"device": device, "gpu": torch.cuda.get_device_name() if cuda else None,
-               "startup_s": round(startup_s, 2), "voice_s": plan.voice_s,
+               "startup_s": round(startup_s, 2),
+               "resident_gib": None if resident is None else round(resident, 3),
+               "voice_s": plan.voice_s,
                "format": [plan.width, plan.height, plan.fps], "rows": out}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
