@@ -119,29 +119,47 @@ class LocalStorage(Storage):
         dest = self.path(key)
         if Path(path).resolve() == dest:
             return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)  # readers never see half a file
+
+        def write():
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)  # readers never see half a file
+        self._in_folder(dest, write)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
+
+        def write():
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, dest)
+        self._in_folder(dest, write)
 
     def put_bytes_if_absent(self, key: str, data: bytes) -> bool:
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return True
+
+        def create() -> bool:
+            try:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        return self._in_folder(dest, create)
+
+    @staticmethod
+    def _in_folder(dest: Path, write):
+        """Run `write` with dest's folder in place; once more if a delete pruned the folder
+        between its creation and the write (delete() removes folders it leaves empty)."""
+        for attempt in (1, 2):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return write()
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -159,7 +177,17 @@ class LocalStorage(Storage):
         return self.path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        """Delete the file, and the folders above it that this leaves empty (a bucket has no
+        folders: neither should the local store keep empty ones of finished jobs)."""
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone with a concurrent delete): stop
+                return
+            folder = folder.parent
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix

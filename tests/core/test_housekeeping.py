@@ -62,6 +62,9 @@ def test_a_job_end_clears_its_scratch_progress_and_claims_and_keeps_the_record(s
     if outcome == "timed_out":
         want.add(keys.cancel_marker("j1"))  # for the stage still running; housekeeping's
     assert left == want, left
+    # and no empty folder of the job is left in the local store
+    empty = [d for d in settings.storage_dir.rglob("*") if d.is_dir() and not any(d.iterdir())]
+    assert empty == [], empty
 
 
 def test_housekeeping_takes_leftovers_after_their_grace_and_records_after_their_ttl(settings):
