@@ -43,6 +43,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def s3(tmp_path):
+    """A real S3 server (rclone) on 127.0.0.1 over tmp_path/s3, with the bucket BUCKET."""
+    from tests.support.s3server import BUCKET, S3Server
+
+    (tmp_path / "s3" / BUCKET).mkdir(parents=True)
+    server = S3Server(tmp_path / "s3").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def settings(tmp_path):
     """Local settings with every root under the test's own folder. (Imported here, not at the
     top: the GPU machine that runs the requires_cuda tests has torch but no pydantic.)"""

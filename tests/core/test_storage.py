@@ -8,17 +8,7 @@ import urllib.request
 import pytest
 
 from core.storage import LocalStorage, S3Storage, StorageError, open_storage
-from tests.support.s3server import KEY, SECRET, S3Server
-
-BUCKET = "media"
-
-
-@pytest.fixture
-def s3(tmp_path):
-    (tmp_path / "s3" / BUCKET).mkdir(parents=True)
-    server = S3Server(tmp_path / "s3").start()
-    yield server
-    server.stop()
+from tests.support.s3server import BUCKET, KEY, SECRET, S3Server
 
 
 def make_s3(server, **kw) -> S3Storage:

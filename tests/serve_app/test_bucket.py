@@ -14,10 +14,9 @@ from core import housekeeping, keys
 from core.jobs import JobStore
 from core.storage import open_storage
 from tests.support.media import b64, small_portrait, speechlike
-from tests.support.s3server import KEY, SECRET, S3Server
+from tests.support.s3server import BUCKET, KEY, SECRET
 from tests.support.service import BASE, make_client, wait_final
 
-BUCKET = "media"
 
 
 class ListsTheBucketWhenCalled:
@@ -38,14 +37,6 @@ class ListsTheBucketWhenCalled:
             self.scratch_mid_job = sorted(p.relative_to(self.scratch_dir).as_posix()
                                           for p in self.scratch_dir.rglob("*") if p.is_file())
         return self.stage.run(req)
-
-
-@pytest.fixture
-def s3(tmp_path):
-    (tmp_path / "s3" / BUCKET).mkdir(parents=True)
-    server = S3Server(tmp_path / "s3").start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("node_scratch", [False, True], ids=["scratch-prefix", "scratch-dir"])

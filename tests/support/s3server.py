@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 KEY, SECRET = "test-access-key", "test-secret-key-0123456789"
+BUCKET = "media"  # the bucket the `s3` fixture (tests/conftest.py) creates
 
 
 def free_port() -> int:
