@@ -579,12 +579,16 @@ def _run(args: argparse.Namespace, plan: Plan, device: str, work: Path) -> list[
     clock = ModelClock()
     wrapped = instrument(stages, clock)
     resident = torch.cuda.memory_allocated() / 2**30 if cuda else None
-    print(f"start-up (stages load their engines): {startup_s:.1f} s"
+    print(f"start-up (stages load and warm up their engines): {startup_s:.1f} s"
           + (f", {resident:.2f} GiB on the GPU" if cuda else ""))
+    stage_startup = {}
     for name, stage in stages.items():
         describe = stage.describe()
         takes = f"; takes: {describe['takes']}" if "takes" in describe else ""
         print(f"  {name:<13} {describe['engine']}{takes}")
+        if "startup" in describe:  # load_s, and warmup_s with what was warmed (stages/startup.py)
+            stage_startup[name] = describe["startup"]
+            print(f"  {'':<13} start-up {describe['startup']}")
     print("timed: " + "; ".join(wrapped), flush=True)
     if args.load_only:
         return []
@@ -610,7 +614,7 @@ def _run(args: argparse.Namespace, plan: Plan, device: str, work: Path) -> list[
             print(f"{r.job} {r.quality} {r.run}: {r.status}: {r.error}")
     out = [asdict(r) for r in rows]
     summary = {"device": device, "gpu": torch.cuda.get_device_name() if cuda else None,
-               "startup_s": round(startup_s, 2),
+               "startup_s": round(startup_s, 2), "stage_startup": stage_startup,
                "resident_gib": None if resident is None else round(resident, 3),
                "voice_s": plan.voice_s,
                "format": [plan.width, plan.height, plan.fps], "rows": out}

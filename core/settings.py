@@ -91,6 +91,9 @@ class Settings(BaseModel):
     # Persona takes: LivePortrait runs on CPU only when allowed (a full-size frame takes about
     # a minute on 2 CPU cores); without a GPU and this flag, the embedded reframer renders them.
     allow_cpu_takes: bool = False
+    # Warm-up at replica start (stages/startup.py): every shape the engines will meet, before
+    # the health check passes. auto: on a GPU only; on: also on CPU; off: never.
+    warmup: Literal["auto", "on", "off"] = "auto"
 
     @property
     def work_dir(self) -> Path:
@@ -131,6 +134,7 @@ class Settings(BaseModel):
             device=_env("PF_DEVICE", "auto"),
             gpu_memory_fraction=_env("PF_GPU_MEMORY_FRACTION"),
             allow_cpu_takes=_env_bool("PF_ALLOW_CPU_TAKES", False),
+            warmup=_env("PF_WARMUP", "auto"),
         )
         values.update(overrides)
         return cls(**values)

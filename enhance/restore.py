@@ -81,6 +81,30 @@ class FaceRestorer:
         top_channels = self.net.stylegan_decoder.to_rgbs[-1].modulated_conv.modulation.out_features
         return self.size * self.size * top_channels * FACE_BYTES_PER_PX_CH * self.dtype.itemsize / 2
 
+    def graph_batches(self) -> list[int]:
+        """The batch sizes graphs are captured for: powers of two up to batch_size, and it."""
+        sizes = {self.batch_size}
+        size = 1
+        while size < self.batch_size:
+            sizes.add(size)
+            size *= 2
+        return sorted(sizes)
+
+    def graph_batch(self, n: int) -> int:
+        return next(size for size in self.graph_batches() if size >= n)
+
+    @torch.inference_mode()
+    def warm_up(self) -> list[str]:
+        """Run (and on CUDA capture) every batch size a job will use, on blank faces."""
+        sizes = self.graph_batches() if self._graphs is not None else [self.batch_size]
+        for size in sizes:
+            blank = np.zeros((size, self.size, self.size, 3), np.uint8)
+            self.restore(blank)
+        with self._count_lock:  # warm-up faces are not faces restored
+            self.faces_restored -= sum(sizes)
+            self.forward_passes -= len(sizes)
+        return [f"gfpgan batches {sizes}"]
+
     def __repr__(self) -> str:
         return f"FaceRestorer({self.engine!r}, {self.size}px, {self.device}, {self.dtype}, batch={self.batch_size})"
 
@@ -108,7 +132,13 @@ class FaceRestorer:
             # 3. Restore; residual in pixel units.
             faces = (x / 127.5 - 1).to(self.dtype).contiguous(memory_format=self.memory_format)
             if self._graphs is not None:
-                y = self._graphs(faces).float().clamp(-1, 1)
+                # graphs come in a few batch sizes (graph_batches): a short batch is padded
+                # up to the next one (each face is restored on its own: padding changes none)
+                n, size = len(faces), self.graph_batch(len(faces))
+                if size > n:
+                    pad = faces[-1:].expand(size - n, -1, -1, -1)
+                    faces = torch.cat([faces, pad]).contiguous(memory_format=self.memory_format)
+                y = self._graphs(faces)[:n].float().clamp(-1, 1)
             else:
                 y = self.net(faces, self.randomize_noise).float().clamp(-1, 1)
             with self._count_lock:

@@ -225,6 +225,19 @@ class Upscaler:
                 weight_sum[..., ty.keep0 * s:ty.keep1 * s, tx.keep0 * s:tx.keep1 * s] += wgt
         return canvas / weight_sum
 
+    @torch.inference_mode()
+    def warm_up(self) -> list[str]:
+        """Lazy initialisation and kernel tuning before the first job: one batch of full tile
+        windows (the shape every tiled image uses); untiled images vary in size with the input."""
+        if self.net is None:
+            return []
+        side = self.tile + 2 * _round_up(self.context, self.multiple) if self.tile > 0 else 256
+        side = _round_up(side, self.multiple)
+        blank = torch.zeros(max(1, self.tile_batch), 3, side, side, device=self.device,
+                            dtype=self.dtype).contiguous(memory_format=self.memory_format)
+        self.net(blank)
+        return [f"{self.engine} tile windows {tuple(blank.shape)}"]
+
     def upscale(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) -> RGB uint8 (H*scale, W*scale, 3)."""
         _check_image(image)

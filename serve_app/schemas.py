@@ -225,6 +225,9 @@ class HealthResponse(BaseModel):
     jobs: dict[str, int]
     workers: dict[str, int]
     engines: dict[str, str] = Field(default_factory=dict)
+    startup: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per stage: seconds to load its engines (load_s) and "
+        "to warm them up before its first job (warmup_s, with what was warmed)")
     ready: bool = Field(True, description="false when jobs would be refused (production mode "
                         "without a stage's model weights, or a stage not answering)")
     reasons: list[str] = Field(default_factory=list, description="why not ready")

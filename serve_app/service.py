@@ -318,7 +318,9 @@ class StudioService:
             jobs={"completed": r.counts["completed"], "failed": r.counts["failed"],
                   "inProgress": r.running, "inQueue": r.waiting, "retried": r.counts["retried"]},
             workers={"running": r.running, "idle": max(0, self.settings.max_running_jobs - r.running)},
-            engines=self.engines, ready=not (reasons := self.not_ready()), reasons=reasons)
+            engines=self.engines, ready=not (reasons := self.not_ready()), reasons=reasons,
+            startup={name: r["startup"] for name, r in self.stage_reports.items()
+                     if isinstance(r.get("startup"), dict)})
 
 
 def _seconds(ms: int | None) -> float | None:

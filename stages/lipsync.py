@@ -35,6 +35,7 @@ from personas.takes import render_take
 from stages.contracts import FramesRef, LipSyncRequest, LipSyncResult, TakeRequest, TakeResult
 from stages.progress import StageProgress
 from stages.readiness import READY, require_weights, unavailable_engine
+from stages.startup import Startup, wants_warmup, warm_up
 from stages.workspace import scratch
 from weights.registry import latentsync_names
 
@@ -46,6 +47,7 @@ MIN_AUDIO_S = 0.2
 
 class LipSyncStage:
     def __init__(self, settings: Settings, storage: Storage):
+        t0 = time.perf_counter()
         self.settings = settings
         self.storage = storage
         self.store = JobStore(self.storage)
@@ -71,6 +73,17 @@ class LipSyncStage:
         # 3. The take engine (same rules: weights present but unloadable fail here).
         self.take_choice, self.take_engine = self._load_take_engine()
         log.info("Take engine: %s (%s)", self.take_choice.label, self.take_choice.reason)
+        # 4. Warm-up before the first job (stages/startup.py): every UNet batch shape for every
+        #    preset's sampling, and a take's batch.
+        self.startup = Startup(load_s=time.perf_counter() - t0)
+        steps = []
+        if self.latentsync is not None and wants_warmup(
+                settings, self.latentsync.pipeline.device.type == "cuda"):
+            steps.append(self.latentsync.warm_up)
+        if self.take_engine is not None and wants_warmup(settings, self.take_engine.cuda):
+            steps.append(self.take_engine.warm_up)
+        if steps:
+            warm_up("LipSync", self.startup, steps)
 
     def _load_latentsync(self):
         from enhance.device import cap_process_memory
@@ -97,7 +110,7 @@ class LipSyncStage:
 
     def describe(self) -> dict:
         return {"engine": self.engine, "takes": self.take_choice.label,
-                **self.readiness.describe()}
+                "startup": self.startup.describe(), **self.readiness.describe()}
 
     def check_health(self) -> None:
         if not self.readiness.ready:

@@ -19,6 +19,7 @@ from media.frames import FrameWriter, read_frames
 from stages.contracts import FramesRef, RestoreRequest, RestoreResult
 from stages.progress import StageProgress
 from stages.readiness import READY, RESTORE_WEIGHTS, require_weights, unavailable_engine
+from stages.startup import Startup, wants_warmup, warm_up
 from stages.workspace import scratch
 
 log = logging.getLogger("personaforge.restore")
@@ -29,6 +30,7 @@ BATCH = 16
 
 class FaceRestoreStage:
     def __init__(self, settings: Settings, storage: Storage, restorer=None):
+        t0 = time.perf_counter()
         self.settings = settings
         self.storage = storage
         self.store = JobStore(self.storage)
@@ -43,6 +45,9 @@ class FaceRestoreStage:
         else:
             self.engine = PASSTHROUGH
         log.info("FaceRestore engine: %s", self.engine)
+        self.startup = Startup(load_s=time.perf_counter() - t0)
+        if self.restorer is not None and wants_warmup(settings, self.restorer.device.type == "cuda"):
+            warm_up("FaceRestore", self.startup, [self.restorer.warm_up])
 
     def _load(self):
         from enhance.loaders import load_face_restorer
@@ -54,7 +59,8 @@ class FaceRestoreStage:
         return load_face_restorer(self.settings.models_dir / "gfpgan", device, RestoreOptions(memory_fraction=cap))
 
     def describe(self) -> dict:
-        return {"engine": self.engine, **self.readiness.describe()}
+        return {"engine": self.engine, "startup": self.startup.describe(),
+                **self.readiness.describe()}
 
     def check_health(self) -> None:
         if not self.readiness.ready:

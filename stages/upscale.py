@@ -13,6 +13,7 @@ from core.storage import Storage
 from media.frames import load_image, save_image
 from stages.contracts import UpscaleRequest, UpscaleResult
 from stages.readiness import READY, UPSCALE_WEIGHTS, require_weights, unavailable_engine
+from stages.startup import Startup, wants_warmup, warm_up
 from stages.workspace import scratch
 
 log = logging.getLogger("personaforge.upscale")
@@ -31,6 +32,7 @@ def fit_size(width: int, height: int, max_width: int, max_height: int) -> tuple[
 
 class UpscaleStage:
     def __init__(self, settings: Settings, storage: Storage, models: dict | None = None):
+        t0 = time.perf_counter()
         self.settings = settings
         self.storage = storage
         # {"x2": Upscaler | None, "x4": Upscaler | None, "resample": Upscaler}
@@ -46,6 +48,11 @@ class UpscaleStage:
         else:
             self.engine = LANCZOS
         log.info("Upscale engine: %s", self.engine)
+        self.startup = Startup(load_s=time.perf_counter() - t0)
+        nets = [m for name, m in self.models.items()
+                if name != "resample" and m is not None and m.net is not None]
+        if nets and wants_warmup(settings, any(m.device.type == "cuda" for m in nets)):
+            warm_up("Upscale", self.startup, [m.warm_up for m in nets])
 
     def _load(self) -> dict:
         from enhance.loaders import load_upscaler, resample_upscaler
@@ -60,7 +67,8 @@ class UpscaleStage:
         return {"x4": x4, "x2": x2, "resample": resample_upscaler()}
 
     def describe(self) -> dict:
-        return {"engine": self.engine, **self.readiness.describe()}
+        return {"engine": self.engine, "startup": self.startup.describe(),
+                **self.readiness.describe()}
 
     def check_health(self) -> None:
         if not self.readiness.ready:

@@ -28,8 +28,8 @@ from faces.mtcnn import FaceDetector
 from faces.track import FaceTrack, locate_face
 from lipsync.engine import RenderStats
 from lipsync.latentsync.audio import SAMPLE_RATE
-from lipsync.latentsync.pipeline import (FPS, LatentSyncPipeline, PipelineOptions,
-                                         sampling_for_quality)
+from lipsync.latentsync.pipeline import (FPS, SAMPLING_BY_PRESET, LatentSyncPipeline,
+                                         PipelineOptions, sampling_for_quality)
 from lipsync.voice import openness_curve
 
 log = logging.getLogger("personaforge.latentsync")
@@ -78,6 +78,18 @@ class LatentSyncEngine:
     @property
     def crop_size(self) -> tuple[int, int]:
         return self.pipeline.crop_size
+
+    def warm_up(self, qualities: Sequence[str] | None = None) -> list[str]:
+        """Before the first job: run every UNet batch shape any clip can use, for the sampling
+        of each quality preset (default: all), so graph capture and kernel tuning never land on
+        a client's job. Returns what was warmed, for the start-up report."""
+        qualities = list(qualities or SAMPLING_BY_PRESET)
+        samplings = [sampling_for_quality(q, seed=self.settings.seed,
+                                          guidance_scale=self.settings.guidance_scale)
+                     for q in qualities]
+        shapes = self.pipeline.every_shape()
+        self.pipeline.warmup_shapes(shapes, samplings)
+        return [f"latentsync {len(shapes)} batch shapes x {sorted(set(qualities))}"]
 
     def prepare(self, image: np.ndarray, face_box: Sequence[float] | None = None) -> FaceTrack:
         """Find the face of a still (or a video's first frame): a one-entry FaceTrack with 5 landmarks.

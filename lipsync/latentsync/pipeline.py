@@ -440,21 +440,40 @@ class LatentSyncPipeline:
     def warmup(self, n_frames: int, sampling: SamplingOptions = SamplingOptions()) -> float:
         """Run every UNet/VAE shape a clip of `n_frames` will use once (cuDNN autotuning, CUDA-graph
         capture), on dummy inputs; returns seconds. Optional: the first real run does it otherwise."""
+        shapes = sorted({(b, f) for _, b, f in plan_groups(n_frames, self.options.chunks_per_call)})
+        return self.warmup_shapes(shapes, [sampling])
+
+    def every_shape(self) -> list[tuple[int, int]]:
+        """(chunks, frames per chunk) of every UNet batch any clip can use: 1..chunks_per_call full
+        chunks, and a tail chunk of 1..15 frames (plan_groups)."""
+        full = [(b, CHUNK_FRAMES) for b in range(1, self.options.chunks_per_call + 1)]
+        return full + [(1, f) for f in range(1, CHUNK_FRAMES)]
+
+    def warmup_shapes(self, shapes: Sequence[tuple[int, int]],
+                      samplings: Sequence[SamplingOptions]) -> float:
+        """Run each (chunks, frames) UNet batch of `shapes` once per distinct kind of sampling
+        (DeepCache or not, CFG or not: the forwards they call), and the VAE decode batch sizes
+        they imply; returns seconds. With a CudaGraphUNet this captures every graph up front."""
         t0 = time.perf_counter()
         latent = self.resolution // 8
         width = self.unet.config.cross_attention_dim
         encode_audio(self.whisper, np.zeros(SAMPLE_RATE, np.float32))
         step = self.options.vae_batch
         decode_sizes = set()
-        for b, f in sorted({(b, f) for _, b, f in plan_groups(n_frames, self.options.chunks_per_call)}):
+        kinds = {(s.deepcache, s.guidance_scale > 1.0): s for s in samplings}
+        for b, f in shapes:
             zeros = torch.zeros(b, 4, f, latent, latent, device=self.device)
             audio = torch.zeros(b * f, 50, width, device=self.device)
-            # Twice with a shared start: the CFG pair of a clip's first chunk, then step 0 of later ones.
-            start = SharedStart() if self.options.share_first_step else None
-            for _ in range(1 if start is None else 2):
-                denoise(self.unet, zeros, zeros[:, :1], zeros, zeros, audio, steps=2 if sampling.deepcache else 1,
-                        guidance_scale=sampling.guidance_scale,
-                        deepcache=LATENTSYNC_DEEPCACHE if sampling.deepcache else None, shared_start=start)
+            for sampling in kinds.values():
+                # Twice with a shared start: the CFG pair of a clip's first chunk, then step 0 of
+                # later ones.
+                start = SharedStart() if self.options.share_first_step else None
+                for _ in range(1 if start is None else 2):
+                    denoise(self.unet, zeros, zeros[:, :1], zeros, zeros, audio,
+                            steps=2 if sampling.deepcache else 1,
+                            guidance_scale=sampling.guidance_scale,
+                            deepcache=LATENTSYNC_DEEPCACHE if sampling.deepcache else None,
+                            shared_start=start)
             decode_sizes |= {min(step, b * f - i) for i in range(0, b * f, step)}
         for size in sorted(decode_sizes):
             self.vae.decode(torch.zeros(size, 4, latent, latent, device=self.device))

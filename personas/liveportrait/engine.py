@@ -184,6 +184,24 @@ class LivePortraitEngine:
         precision = str(self.dtype).removeprefix("torch.")
         return f"{ENGINE} ({precision}, {self.device.type})"
 
+    @torch.no_grad()
+    def warm_up(self, size: tuple[int, int] = (1080, 1920)) -> list[str]:
+        """Before the first take: F and M at their input size, and W + G (+ the paste-back) at
+        the batch shape, captured as a CUDA graph where graphs are on, on a blank still of
+        `size` (width, height). The blank source is dropped from the cache afterwards."""
+        w, h = size
+        side = min(w, h) * 0.4
+        box = [w / 2 - side / 2, h * 0.4 - side / 2, w / 2 + side / 2, h * 0.4 + side / 2]
+        blank = np.full((h, w, 3), 128, np.uint8)
+        source = self.prepare(blank, box, crop_scale=2.3)
+        x_d = source.x_s.expand(self.batch, -1, -1).contiguous()
+        self._step(source, x_d)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        self._sources.clear()
+        graphed = self._graph is not None
+        return [f"liveportrait batch {self.batch}" + (" (CUDA graph)" if graphed else "")]
+
     # ---- per source -----------------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, image: np.ndarray, face: Any, crop_scale: float,
