@@ -45,7 +45,7 @@ written to disk in the official layout, a short voice, a small format, fewer and
 
 Flags: --tiny, --device (cuda | cpu; default cuda, tiny: cpu), --models-dir DIR, --work-dir DIR
 (default: a temp dir, removed), --voice-seconds S, --width W --height H --fps F, --only JOB_TYPE,
---load-only, --json PATH. The last line printed is the JSON of all rows.
+--load-only, --json PATH, --warmup auto|on|off. The last line printed is the JSON of all rows.
 """
 from __future__ import annotations
 
@@ -521,6 +521,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-only", action="store_true",
                    help="write and load the weights, print the engines, run no job")
     p.add_argument("--json", type=Path, default=None, help="write every row here as JSON")
+    p.add_argument("--warmup", choices=("auto", "on", "off"), default="auto",
+                   help="the stages' warm-up at start-up (PF_WARMUP): off shows what the first "
+                   "job pays without it")
     return p.parse_args(argv)
 
 
@@ -567,7 +570,8 @@ def _run(args: argparse.Namespace, plan: Plan, device: str, work: Path) -> list[
     settings = Settings(storage="local", storage_dir=work / "store", cache_dir=work / "cache",
                         models_dir=models_dir, personas_dir=work / "personas", device=device,
                         allow_cpu_takes=args.tiny or not cuda, max_running_jobs=1,
-                        job_timeout_s=JOB_TIMEOUT_S, public_base_url="http://127.0.0.1:9")
+                        job_timeout_s=JOB_TIMEOUT_S, public_base_url="http://127.0.0.1:9",
+                        warmup=args.warmup)
     # 2. The weights (GPU mode): full size, official layouts, at the registry's paths.
     if not args.tiny:
         print(f"models dir: {models_dir}", flush=True)
