@@ -31,6 +31,23 @@ def crop_faces(frames: np.ndarray, to_crop: np.ndarray, size: int = CROP) -> np.
                      for f, m in zip(frames, to_crop)])
 
 
+def crop_region(landmarks: np.ndarray, frame_hw: tuple[int, int], size: int = CROP,
+                margin: int = 2) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the frame pixels the aligned crop of these landmarks reads (and its
+    paste-back writes), `margin` px more for the interpolation. None when the crop reaches past
+    the frame's edge (its border is then reflected from the frame, so a part of the frame would
+    not crop the same)."""
+    to_crop = frame_to_crop(landmarks, size)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64).T
+    pts = cv2.invertAffineTransform(to_crop) @ corners
+    h, w = frame_hw
+    x0, y0 = int(np.floor(pts[0].min())) - margin, int(np.floor(pts[1].min())) - margin
+    x1, y1 = int(np.ceil(pts[0].max())) + margin, int(np.ceil(pts[1].max())) + margin
+    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+        return None
+    return (x0, y0, x1, y1)
+
+
 def invert(to_crop: np.ndarray) -> np.ndarray:
     """Crop->frame matrices (what enhance.restore.paste_back takes) from frame->crop ones."""
     return np.stack([cv2.invertAffineTransform(m) for m in np.asarray(to_crop, np.float64)])

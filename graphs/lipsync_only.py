@@ -12,10 +12,11 @@ from stages.contracts import FINISHER, LIPSYNC, FinishRequest, LipSyncRequest
 async def run(ctx: JobContext) -> JobResult:
     req, inputs = ctx.request, ctx.request["inputs"]
 
-    # 1. Lip-sync the still image to the voice (25 fps, the model's native rate).
+    # 1. Lip-sync the still image to the voice (25 fps, the model's native rate); only the face
+    #    region of each frame travels to the finisher, which lays it over the still.
     synced = await ctx.call(LIPSYNC.run, LipSyncRequest(
         job_id=ctx.job_id, source_key=inputs["image"], audio_key=inputs["audio"],
-        face_box=req.get("face_box"), quality=req["preset"]), span=(0.0, 0.8))
+        face_box=req.get("face_box"), quality=req["preset"], region_ok=True), span=(0.0, 0.8))
 
     # 2. Mux the voice and encode once with the quality preset; upload.
     done = await ctx.call(FINISHER.run, FinishRequest(

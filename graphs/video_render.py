@@ -37,10 +37,12 @@ async def run(ctx: JobContext) -> JobResult:
         engines["upscale"] = up.engine
         counts["upscale_runs"] += up.runs
 
-    # 2. Lip-sync at the model's 25 fps; the finisher converts to the format's fps.
+    # 2. Lip-sync at the model's 25 fps; the finisher converts to the format's fps. From a
+    #    still, only the region holding the face (and its restore crop) travels on: restore and
+    #    the finisher work on it, and the finisher lays it over the still once.
     synced = await ctx.call(LIPSYNC.run, LipSyncRequest(
-        job_id=ctx.job_id, audio_key=inputs["audio"], quality=req["preset"], **source),
-        span=(0.1, 0.6))
+        job_id=ctx.job_id, audio_key=inputs["audio"], quality=req["preset"], region_ok=True,
+        restore_follows=True, **source), span=(0.1, 0.6))
     engines["lipsync"] = synced.engine
 
     # 3. Restore only the generated face crops, with the alignment lip-sync already found.

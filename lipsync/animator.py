@@ -67,6 +67,14 @@ class MouthAnimator:
         """
         return locate_face(self.detector, image, face_box)
 
+    def changed_region(self, frame_hw: tuple[int, int],
+                       track: FaceTrack) -> tuple[int, int, int, int] | None:
+        """For a still (a one-entry track): (x0, y0, x1, y1) holding every pixel a render
+        changes (the mouth warp's region); None for a video track, or when nothing changes."""
+        if len(track) != 1:
+            return None
+        return mouth_roi(mouth_geometry(track, 0), *frame_hw)
+
     def render(self, frames: Iterable[np.ndarray], track: FaceTrack, audio: np.ndarray,
                fps: float, write: Callable[[np.ndarray], None],
                progress: Callable[[float], None] | None = None,
@@ -150,17 +158,10 @@ class _MouthWarp:
         """Region of interest and displacement weight (0..1) in the mouth's own frame."""
         W, (cx, cy), (dx, dy) = geo.width, geo.center, geo.down
         ax, ay = dy, -dx                                   # along the lip line
-        # The field is zero outside |u| < 1.05 W and -0.1 W < v < 1.25 W; pad by the travel.
-        corners_u = np.array([-1.1, 1.1, -1.1, 1.1]) * W
-        corners_v = np.array([-0.2, -0.2, 1.3, 1.3]) * W
-        px = cx + corners_u * ax + corners_v * dx
-        py = cy + corners_u * ay + corners_v * dy
-        x0, x1 = int(max(0, np.floor(px.min()))), int(min(w, np.ceil(px.max()) + 1))
-        y0, y1 = int(max(0, np.floor(py.min()))), int(min(h, np.ceil(py.max()) + 1))
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            self._roi = None
+        self._roi = mouth_roi(geo, h, w)
+        if self._roi is None:
             return
-        self._roi = (x0, y0, x1, y1)
+        x0, y0, x1, y1 = self._roi
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         u = (xs - cx) * ax + (ys - cy) * ay
         v = (xs - cx) * dx + (ys - cy) * dy
@@ -172,6 +173,22 @@ class _MouthWarp:
         self._xs, self._ys = xs, ys
         self._u, self._v = u, v
         self._weight = (vertical * sideways).astype(np.float32)
+
+
+def mouth_roi(geo: MouthGeometry, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of an h x w frame that the mouth warp may change; None if too small."""
+    W, (cx, cy), (dx, dy) = geo.width, geo.center, geo.down
+    ax, ay = dy, -dx                                       # along the lip line
+    # The field is zero outside |u| < 1.05 W and -0.1 W < v < 1.25 W; pad by the travel.
+    corners_u = np.array([-1.1, 1.1, -1.1, 1.1]) * W
+    corners_v = np.array([-0.2, -0.2, 1.3, 1.3]) * W
+    px = cx + corners_u * ax + corners_v * dx
+    py = cy + corners_u * ay + corners_v * dy
+    x0, x1 = int(max(0, np.floor(px.min()))), int(min(w, np.ceil(px.max()) + 1))
+    y0, y1 = int(max(0, np.floor(py.min()))), int(min(h, np.ceil(py.max()) + 1))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return (x0, y0, x1, y1)
 
 
 def _smoothstep(a: float, b: float, x: np.ndarray) -> np.ndarray:

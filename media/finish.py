@@ -11,6 +11,8 @@ Ray-free: the `Finisher` deployment calls `finish_video` and uploads what it wro
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import shutil
 import tempfile
@@ -63,8 +65,12 @@ def _validate(opts: FinishOptions) -> None:
 
 
 def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOptions, *,
-                 progress: Callable[[float], None] | None = None) -> FinishedVideo:
+                 progress: Callable[[float], None] | None = None,
+                 background: tuple[str, int, int] | None = None) -> FinishedVideo:
     """Mix, caption and encode `frames_path` (silent video) with `voice_path` into `out_dir`.
+
+    `background` (image path, x, y): `frames_path` holds only a region of each frame, to be
+    laid over the still image at (x, y); the picture is the still's size.
 
     Writes out_dir/final.mp4 (H.264 yuv420p BT.709, AAC, +faststart), out_dir/thumbnail.jpg at
     the output size and out_dir/final.srt when there are captions. The video lasts as long as
@@ -83,6 +89,11 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
         raise MediaError(f"no video stream in {os.path.basename(frames_path)}")
     raw_video = next(s for s in src_info.raw["streams"] if s.get("codec_type") == "video")
     src_bt709 = picture.is_bt709(raw_video.get("color_space"))
+    if background is not None:  # the picture is the still's size; the region's timing
+        still = probe(background[0]).video
+        if still is None or not still.width:
+            raise MediaError(f"no picture in {os.path.basename(background[0])}")
+        src = dataclasses.replace(src, width=still.width, height=still.height)
     out_w, out_h = picture.output_size(src.width, src.height, opts.width, opts.height)
     fps = picture.fps_fraction(opts.fps)
     os.makedirs(out_dir, exist_ok=True)
@@ -122,7 +133,8 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
         n_frames = max(1, int(np.ceil(duration_s * float(fps) - 1e-6)))
         picks = thumbnail.candidate_frames(n_frames)
         raw = run(_encode_args(frames_path, mix_path, video_path, ass_path, src, src_bt709,
-                               out_w, out_h, fps, duration_s, preset, opts.threads, picks),
+                               out_w, out_h, fps, duration_s, preset, opts.threads, picks,
+                               background),
                   what="finishing video")
         seconds["encode"] = time.perf_counter() - t0
         report(0.9)
@@ -168,9 +180,16 @@ def finish_video(frames_path: str, voice_path: str, out_dir: str, opts: FinishOp
 def _encode_args(frames_path: str, mix_path: str, video_path: str, ass_path: str | None,
                  src: StreamInfo, src_bt709: bool, out_w: int, out_h: int, fps: Fraction,
                  duration_s: float, preset: EncodePreset, threads: int,
-                 picks: list[int]) -> list[str]:
+                 picks: list[int], background: tuple[str, int, int] | None = None) -> list[str]:
     """The ffmpeg argv (without the binary) of the single finish pass."""
     video = ffmpeg.input(frames_path).video
+    if background is not None:
+        # The region over the still, in the intermediate's own format (yuv444p, the same
+        # matrix the intermediate was written with): the frames the stage would have sent.
+        path, x, y = background
+        still = ffmpeg.input(path, loop=1, framerate=f"{src.fps or 25:g}").video
+        video = ffmpeg.filter([still.filter("format", "yuv444p"), video.filter("format", "yuv444p")],
+                              "overlay", x=x, y=y, shortest=1, format="yuv444")
     audio = ffmpeg.input(mix_path).audio
     fitted = picture.fit_picture(video, src.width, src.height, out_w, out_h)
     # Hold the last frame long enough to cover the voice (plus slack for rounding); -t cuts.

@@ -6,19 +6,30 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from core.runner import StageMethod
 from media.options import FinishOptions
 
 
 class FramesRef(BaseModel):
-    """A silent intermediate video (x264 qp 0, yuv444p) in storage."""
+    """A silent intermediate video (x264 qp 0, yuv444p) in storage, of frames `width` x
+    `height`. With `region`, `key` holds only that part (x0, y0, x1, y1) of every frame and the
+    rest of every frame is the still `background_key` (a lip-synced still changes only its
+    face: the hand-off between stages is that region, not the whole frame)."""
     key: str
     width: int
     height: int
     fps: float
     n_frames: int
+    region: tuple[int, int, int, int] | None = None
+    background_key: str | None = None
+
+    @model_validator(mode="after")
+    def _region_has_its_background(self) -> "FramesRef":
+        if (self.region is None) != (self.background_key is None):
+            raise ValueError("a region needs its background_key, and only a region has one")
+        return self
 
 
 class LipSyncRequest(BaseModel):
@@ -30,6 +41,11 @@ class LipSyncRequest(BaseModel):
     face_box: list[float] | None = None
     fps: float = 25.0
     quality: str = "standard"
+    # the caller takes frames as a region over the still (FramesRef.region): the finisher
+    # composes them; a stage that needs whole frames (face restore) leaves this off
+    region_ok: bool = False
+    # face restore runs on these frames next: a region must also hold its aligned face crop
+    restore_follows: bool = False
 
 
 class LipSyncResult(BaseModel):

@@ -53,7 +53,12 @@ class FinishStage:
             opts = req.options.with_media(lambda key: str(self.storage.get_file(key, tmp)))
             if req.audio_key:
                 opts = dataclasses.replace(opts, write_audio=True)
-            res = finish_video(str(frames), str(voice), str(tmp / "out"), opts, progress=progress)
+            background = None
+            if req.frames.region is not None:  # a region of each frame over the still
+                still = self.storage.get_file(req.frames.background_key, tmp)
+                background = (str(still), req.frames.region[0], req.frames.region[1])
+            res = finish_video(str(frames), str(voice), str(tmp / "out"), opts, progress=progress,
+                               background=background)
             progress(1.0, force=True)
             self.storage.put_file(req.video_key, res.video_path)
             thumb_key = req.thumbnail_key

@@ -20,13 +20,14 @@ from core.errors import StageError
 from core.jobs import JobStore
 from core.settings import Settings
 from core.storage import Storage
+from enhance.face_align import crop_region
 from faces import Face, load_detector
 from faces.track import FaceTrack, NoFaceError, locate_face
 from lipsync.animator import MouthAnimator
 from lipsync.source import still_frames, video_frames
 from lipsync.voice import frame_count
 from media.ffmpeg import MediaError, probe
-from media.frames import FrameWriter, load_audio, load_image
+from media.frames import FrameWriter, load_audio, load_image, save_image
 from personas.liveportrait.director import plan_take
 from personas.liveportrait.engine import TakeRender
 from personas.manifest import TAKE_FRAME_BOX, TAKE_SECONDS
@@ -43,6 +44,31 @@ log = logging.getLogger("personaforge.lipsync")
 
 EMBEDDED = "embedded-mouth-animator (CPU; no LatentSync weights on the models volume)"
 MIN_AUDIO_S = 0.2
+# A region smaller than this share of the frame is handed on instead of whole frames.
+REGION_MAX_SHARE = 0.75
+# Every this many frames, the region writer checks that nothing outside the region changed.
+REGION_CHECK_EVERY = 10
+
+
+class RegionWriter:
+    """Writes the region (x0, y0, x1, y1) of each frame. The renderer promised that nothing
+    outside it changes; every REGION_CHECK_EVERY frames that is checked, so a broken promise
+    fails the job loudly instead of shipping a wrong picture."""
+
+    def __init__(self, writer: FrameWriter, still: np.ndarray, region: tuple[int, int, int, int]):
+        self.writer, self.still, self.region = writer, still, region
+        self.count = 0
+
+    def __call__(self, frame: np.ndarray) -> None:
+        x0, y0, x1, y1 = self.region
+        if self.count % REGION_CHECK_EVERY == 0:
+            outside = frame.copy()
+            outside[y0:y1, x0:x1] = self.still[y0:y1, x0:x1]
+            if not np.array_equal(outside, self.still):
+                raise StageError("INTERNAL", "the lip-sync renderer changed pixels outside "
+                                 "the face region it reported")
+        self.count += 1
+        self.writer.write(np.ascontiguousarray(frame[y0:y1, x0:x1]))
 
 
 class LipSyncStage:
@@ -132,12 +158,22 @@ class LipSyncStage:
             n = frame_count(len(audio), req.fps) + 1
             # 2. The picture: a still (one alignment for every frame) or a persona take (its
             #    stored per-frame face track, so no detection at all).
-            frames, track, (w, h) = self._source(req, n, tmp)
-            # 3. Animate and encode frame by frame (near-lossless intermediate).
+            frames, track, (w, h), still = self._source(req, n, tmp)
+            # 3. What the next stage gets: whole frames, or (a still, when the caller composes)
+            #    only the region the render changes, over the still stored once.
+            region = self._region(req, still, track) if still is not None else None
+            background_key = None
+            if region is not None:
+                background_key = keys.work(req.job_id, "background.png")
+                save_image(tmp / "background.png", still)
+                self.storage.put_file(background_key, tmp / "background.png")
+            # 4. Animate and encode frame by frame (near-lossless intermediate).
             out = tmp / "lipsync.mp4"
             extra = {"quality": req.quality} if self.latentsync is not None else {}
-            with FrameWriter(out, w, h, req.fps) as writer:
-                stats = self.renderer.render(frames, track, audio, req.fps, writer.write,
+            x0, y0, x1, y1 = region or (0, 0, w, h)
+            with FrameWriter(out, x1 - x0, y1 - y0, req.fps) as writer:
+                write = writer.write if region is None else RegionWriter(writer, still, region)
+                stats = self.renderer.render(frames, track, audio, req.fps, write,
                                              progress=progress, **extra)
             key = keys.work(req.job_id, "lipsync.mp4")
             self.storage.put_file(key, out)
@@ -145,7 +181,8 @@ class LipSyncStage:
         faces_key = keys.work(req.job_id, "faces.npz")
         self.storage.put_bytes(faces_key, track.to_bytes())
         return LipSyncResult(
-            frames=FramesRef(key=key, width=w, height=h, fps=req.fps, n_frames=stats.frames),
+            frames=FramesRef(key=key, width=w, height=h, fps=req.fps, n_frames=stats.frames,
+                             region=region, background_key=background_key),
             faces_key=faces_key, engine=self.engine,
             model=f"latentsync-{self.settings.latentsync_version}" if self.latentsync else None,
             settings=_settings_of(stats, req.fps),
@@ -162,13 +199,38 @@ class LipSyncStage:
                 raise StageError("NO_FACE", str(e)) from None
             except ValueError as e:  # face_box outside the image etc.
                 raise StageError("BAD_FACE_BOX", str(e)) from None
-            return still_frames(image, n), track, (image.shape[1], image.shape[0])
+            return still_frames(image, n), track, (image.shape[1], image.shape[0]), image
         try:
             v = probe(path).video
         except MediaError as e:
             raise StageError("BAD_TAKE", f"persona take is unreadable: {e}") from None
         track = self._take_track(req)
-        return video_frames(path, n, req.fps), track, (v.width, v.height)
+        return video_frames(path, n, req.fps), track, (v.width, v.height), None
+
+    def _region(self, req: LipSyncRequest, still: np.ndarray,
+                track: FaceTrack) -> tuple[int, int, int, int] | None:
+        """The part of the still's frames to hand on (even-aligned), when the caller takes a
+        region and the renderer says which part it changes; None: whole frames."""
+        changed = getattr(self.renderer, "changed_region", None)
+        if not req.region_ok or changed is None:
+            return None
+        h, w = still.shape[:2]
+        box = changed((h, w), track)
+        if box is None:  # nothing changes (no face): a minimal region still carries the frames
+            box = (0, 0, 2, 2)
+        marks = track.five_points()[0]
+        if req.restore_follows and np.isfinite(marks).all():
+            crop = crop_region(marks, (h, w))   # where face restore crops and pastes
+            if crop is None:
+                return None                     # its crop reaches past the frame: whole frames
+            box = (min(box[0], crop[0]), min(box[1], crop[1]),
+                   max(box[2], crop[2]), max(box[3], crop[3]))
+        x0, y0, x1, y1 = box
+        x0, y0 = max(0, x0 - x0 % 2), max(0, y0 - y0 % 2)
+        x1, y1 = min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)
+        if (x1 - x0) * (y1 - y0) > REGION_MAX_SHARE * w * h:
+            return None  # the face fills the frame: whole frames cost about the same
+        return (x0, y0, x1, y1)
 
     def _take_track(self, req: LipSyncRequest) -> FaceTrack:
         raw = self.storage.get_bytes(req.track_key) if req.track_key else None

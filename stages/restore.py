@@ -16,7 +16,7 @@ from core.storage import Storage
 from enhance.face_align import crop_faces, frame_to_crop, invert
 from faces.track import FaceTrack
 from media.frames import FrameWriter, read_frames
-from stages.contracts import FramesRef, RestoreRequest, RestoreResult
+from stages.contracts import RestoreRequest, RestoreResult
 from stages.progress import StageProgress
 from stages.readiness import READY, RESTORE_WEIGHTS, require_weights, unavailable_engine
 from stages.startup import Startup, wants_warmup, warm_up
@@ -80,13 +80,17 @@ class FaceRestoreStage:
         progress = StageProgress(self.store, req.job_id, "face_restore")
         track = FaceTrack.from_bytes(self.storage.get_bytes(req.faces_key))
         marks = track.five_points()
+        # a region of each frame (a still's face, FramesRef.region): the same crops, read from
+        # the region (lip-sync made it hold them), so the landmarks move to its corner
+        x0, y0, x1, y1 = req.frames.region or (0, 0, req.frames.width, req.frames.height)
+        marks = marks - np.array([x0, y0], dtype=marks.dtype)
         stabilizer = ResidualStabilizer()
         n = req.frames.n_frames
         done = faces = 0
         with scratch(self.settings, req.job_id, "restore") as tmp:
             src = self.storage.get_file(req.frames.key, tmp)
             out = tmp / "restored.mp4"
-            with FrameWriter(out, req.frames.width, req.frames.height, req.frames.fps) as writer:
+            with FrameWriter(out, x1 - x0, y1 - y0, req.frames.fps) as writer:
                 for batch in _batches(read_frames(src), BATCH):
                     # a take's track is read ping-pong, as the lip-sync stage looped the take
                     idx = [track.index(k) for k in range(done, done + len(batch))]
@@ -100,8 +104,7 @@ class FaceRestoreStage:
                     progress(done / max(n, 1))
             key = keys.work(req.job_id, "restored.mp4")
             self.storage.put_file(key, out)
-        frames = FramesRef(key=key, width=req.frames.width, height=req.frames.height,
-                           fps=req.frames.fps, n_frames=done)
+        frames = req.frames.model_copy(update={"key": key, "n_frames": done})
         return RestoreResult(frames=frames, engine=self.engine, restored_faces=faces,
                              seconds=round(time.monotonic() - t0, 3))
 

@@ -91,6 +91,14 @@ class LatentSyncEngine:
         self.pipeline.warmup_shapes(shapes, samplings)
         return [f"latentsync {len(shapes)} batch shapes x {sorted(set(qualities))}"]
 
+    def changed_region(self, frame_hw: tuple[int, int],
+                       track: FaceTrack) -> tuple[int, int, int, int] | None:
+        """For a still (a one-entry track): (x0, y0, x1, y1) holding every pixel a render
+        changes; None for a video track, or when nothing changes."""
+        if len(track) != 1:
+            return None
+        return self.pipeline.still_region(frame_hw, track.five_points())
+
     def prepare(self, image: np.ndarray, face_box: Sequence[float] | None = None) -> FaceTrack:
         """Find the face of a still (or a video's first frame): a one-entry FaceTrack with 5 landmarks.
 

@@ -437,6 +437,19 @@ class LatentSyncPipeline:
 
     # ---- warm-up ---------------------------------------------------------------------------------
     @torch.inference_mode()
+    def still_region(self, frame_hw: tuple[int, int],
+                     landmarks: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(x0, y0, x1, y1): the part of a still's frames a render changes (the paste-back's
+        region for its one alignment; every pixel outside it is the still's). None: no face,
+        so nothing changes."""
+        marks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)[0]
+        if not np.isfinite(marks).all():
+            return None
+        aligner = FaceAligner(self.resolution, self.options.align)  # as __call__ aligns a still
+        M = aligner.matrix(alignment_points_5(marks))
+        y0, y1, x0, x1 = aligner.paste_geometry(frame_hw, M).roi
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
     def warmup(self, n_frames: int, sampling: SamplingOptions = SamplingOptions()) -> float:
         """Run every UNet/VAE shape a clip of `n_frames` will use once (cuDNN autotuning, CUDA-graph
         capture), on dummy inputs; returns seconds. Optional: the first real run does it otherwise."""

@@ -33,3 +33,13 @@ def long_media(tmp_path_factory) -> dict:
     voice = speechlike(30.0, d / "voice30.wav")
     return {"image": b64(small_portrait(1024)), "audio": b64(voice.read_bytes()),
             "voice_path": voice}
+
+
+@pytest.fixture(scope="session")
+def longer_media(tmp_path_factory) -> dict:
+    """A lip-sync stage busy for longer still: a still hands on only its face region, so 30 s
+    of voice renders in about a second or two on this CPU; 120 s keeps a cancel mid-stage."""
+    d = tmp_path_factory.mktemp("longer-media")
+    voice = speechlike(120.0, d / "voice120.wav")
+    return {"image": b64(small_portrait(1024)), "audio": b64(voice.read_bytes()),
+            "voice_path": voice}
