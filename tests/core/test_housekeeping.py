@@ -53,7 +53,11 @@ def test_a_job_end_clears_its_scratch_progress_and_claims_and_keeps_the_record(s
     async def main():
         runner = make_runner(settings, graph, job_timeout_s=1.0)
         await runner.submit(record("j1"))
-        return runner, await wait_record_final(runner, "j1")
+        rec = await wait_record_final(runner, "j1")
+        # the working files go just after the final record is written (never before it): a
+        # client may see the final status a moment before they are gone, so wait for the run
+        await runner.wait("j1", 10.0)
+        return runner, rec
 
     runner, rec = asyncio.run(main())
     assert rec.status.value == outcome.upper()
