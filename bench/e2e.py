@@ -502,6 +502,40 @@ def format_engines(rows: list[Row]) -> str:
                      for stage, names in sorted(seen.items()))
 
 
+# Issue 20's acceptance, warm wall seconds (10 s voice, 1080x1920 @ 30, H100-class GPU).
+TARGETS_S = {("lipsync_only", "standard"): 3.5, ("video_render", "standard"): 8.0,
+             ("video_render", "premium"): 12.0, ("persona_build", "standard"): 10.0}
+FIRST_JOB_MAX = 1.5  # the first job after start, over the same job warm
+PRESET_ORDER = {"lipsync_only": ("fast", "standard", "high"),
+                "video_render": ("draft", "standard", "premium", "cinematic")}
+
+
+def acceptance(rows: list[Row], targets: bool) -> list[tuple[str, str, bool]]:
+    """(check, measured, holds) for what the bench can judge: the first job against the same
+    job warm, presets in order (warm walls), and (full-size runs) the targets."""
+    wall = {(r.job, r.quality, r.run): r.wall_s for r in rows if r.status == "COMPLETED"}
+    checks = []
+    first = rows[0] if rows else None
+    if first is not None and (first.job, first.quality, "warm") in wall and first.run == "cold":
+        ratio = first.wall_s / wall[(first.job, first.quality, "warm")]
+        checks.append((f"first job ({first.job} {first.quality}) / warm", f"{ratio:.2f}",
+                       ratio <= FIRST_JOB_MAX))
+    for job, order in PRESET_ORDER.items():
+        for run in ("warm", "cold"):
+            seen = [(q, wall[(job, q, run)]) for q in order if (job, q, run) in wall]
+            if len(seen) > 1 and (run == "warm" or not any(r.run == "warm" and r.job == job
+                                                            for r in rows)):
+                text = " <= ".join(f"{q} {w:.2f}" for q, w in seen)
+                checks.append((f"{job} presets in order ({run})", text,
+                               all(a[1] <= b[1] for a, b in zip(seen, seen[1:]))))
+    if targets:
+        for (job, quality), limit in TARGETS_S.items():
+            if (job, quality, "warm") in wall:
+                got = wall[(job, quality, "warm")]
+                checks.append((f"{job} {quality} warm <= {limit:g} s", f"{got:.2f} s", got <= limit))
+    return checks
+
+
 # ---- main -------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -616,12 +650,17 @@ def _run(args: argparse.Namespace, plan: Plan, device: str, work: Path) -> list[
     for r in rows:
         if r.error:
             print(f"{r.job} {r.quality} {r.run}: {r.status}: {r.error}")
+    checks = acceptance(rows, targets=not args.tiny)
+    print("\nchecks (issue 20):")
+    for name, measured, holds in checks:
+        print(f"  {'yes' if holds else 'NO ':<4} {name}: {measured}")
     out = [asdict(r) for r in rows]
     summary = {"device": device, "gpu": torch.cuda.get_device_name() if cuda else None,
                "startup_s": round(startup_s, 2), "stage_startup": stage_startup,
                "resident_gib": None if resident is None else round(resident, 3),
                "voice_s": plan.voice_s,
-               "format": [plan.width, plan.height, plan.fps], "rows": out}
+               "format": [plan.width, plan.height, plan.fps], "rows": out,
+               "checks": [{"check": c, "measured": m, "holds": h} for c, m, h in checks]}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))

@@ -36,6 +36,7 @@ from personas.takes import render_take
 from stages.contracts import FramesRef, LipSyncRequest, LipSyncResult, TakeRequest, TakeResult
 from stages.progress import StageProgress
 from stages.readiness import READY, require_weights, unavailable_engine
+from stages.device_thread import DeviceThread
 from stages.startup import Startup, wants_warmup, warm_up
 from stages.workspace import scratch
 from weights.registry import latentsync_names
@@ -108,8 +109,11 @@ class LipSyncStage:
             steps.append(self.latentsync.warm_up)
         if self.take_engine is not None and wants_warmup(settings, self.take_engine.cuda):
             steps.append(self.take_engine.warm_up)
+        #    A stage that warms up runs it, and every job after it, on one thread: cuDNN's
+        #    tuning is kept per thread (stages/device_thread.py).
+        self.device_thread = DeviceThread("LipSync", pinned=bool(steps))
         if steps:
-            warm_up("LipSync", self.startup, steps)
+            self.device_thread.call(warm_up, "LipSync", self.startup, steps)
 
     def _load_latentsync(self):
         from enhance.device import cap_process_memory
@@ -136,7 +140,8 @@ class LipSyncStage:
 
     def describe(self) -> dict:
         return {"engine": self.engine, "takes": self.take_choice.label,
-                "startup": self.startup.describe(), **self.readiness.describe()}
+                "startup": self.startup.describe(), "thread": self.device_thread.describe(),
+                **self.readiness.describe()}
 
     def check_health(self) -> None:
         if not self.readiness.ready:
@@ -144,6 +149,9 @@ class LipSyncStage:
 
     # ---- lip-sync -------------------------------------------------------------------------
     def run(self, req: LipSyncRequest) -> LipSyncResult:
+        return self.device_thread.call(self._run, req)
+
+    def _run(self, req: LipSyncRequest) -> LipSyncResult:
         t0 = time.monotonic()
         if self.renderer is None:
             raise StageError("ENGINE_UNAVAILABLE", self.readiness.reason)
@@ -240,6 +248,9 @@ class LipSyncStage:
 
     # ---- persona takes ------------------------------------------------------------------
     def render_take(self, req: TakeRequest) -> TakeResult:
+        return self.device_thread.call(self._render_take, req)
+
+    def _render_take(self, req: TakeRequest) -> TakeResult:
         t0 = time.monotonic()
         with scratch(self.settings, req.job_id, f"take{req.index}") as tmp:
             # 1. The still and its face (the only detection a take ever needs).

@@ -19,6 +19,7 @@ from media.frames import FrameWriter, read_frames
 from stages.contracts import RestoreRequest, RestoreResult
 from stages.progress import StageProgress
 from stages.readiness import READY, RESTORE_WEIGHTS, require_weights, unavailable_engine
+from stages.device_thread import DeviceThread
 from stages.startup import Startup, wants_warmup, warm_up
 from stages.workspace import scratch
 
@@ -46,8 +47,11 @@ class FaceRestoreStage:
             self.engine = PASSTHROUGH
         log.info("FaceRestore engine: %s", self.engine)
         self.startup = Startup(load_s=time.perf_counter() - t0)
-        if self.restorer is not None and wants_warmup(settings, self.restorer.device.type == "cuda"):
-            warm_up("FaceRestore", self.startup, [self.restorer.warm_up])
+        warm = self.restorer is not None and wants_warmup(settings, self.restorer.device.type == "cuda")
+        # warm-up and jobs on one thread: cuDNN's tuning is per thread (stages/device_thread.py)
+        self.device_thread = DeviceThread("FaceRestore", pinned=warm)
+        if warm:
+            self.device_thread.call(warm_up, "FaceRestore", self.startup, [self.restorer.warm_up])
 
     def _load(self):
         from enhance.loaders import load_face_restorer
@@ -60,13 +64,16 @@ class FaceRestoreStage:
 
     def describe(self) -> dict:
         return {"engine": self.engine, "startup": self.startup.describe(),
-                **self.readiness.describe()}
+                "thread": self.device_thread.describe(), **self.readiness.describe()}
 
     def check_health(self) -> None:
         if not self.readiness.ready:
             raise RuntimeError(self.readiness.reason)
 
     def run(self, req: RestoreRequest) -> RestoreResult:
+        return self.device_thread.call(self._run, req)
+
+    def _run(self, req: RestoreRequest) -> RestoreResult:
         t0 = time.monotonic()
         if not self.readiness.ready:
             raise StageError("ENGINE_UNAVAILABLE", self.readiness.reason)

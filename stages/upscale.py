@@ -13,6 +13,7 @@ from core.storage import Storage
 from media.frames import load_image, save_image
 from stages.contracts import UpscaleRequest, UpscaleResult
 from stages.readiness import READY, UPSCALE_WEIGHTS, require_weights, unavailable_engine
+from stages.device_thread import DeviceThread
 from stages.startup import Startup, wants_warmup, warm_up
 from stages.workspace import scratch
 
@@ -51,8 +52,11 @@ class UpscaleStage:
         self.startup = Startup(load_s=time.perf_counter() - t0)
         nets = [m for name, m in self.models.items()
                 if name != "resample" and m is not None and m.net is not None]
-        if nets and wants_warmup(settings, any(m.device.type == "cuda" for m in nets)):
-            warm_up("Upscale", self.startup, [m.warm_up for m in nets])
+        warm = bool(nets) and wants_warmup(settings, any(m.device.type == "cuda" for m in nets))
+        # warm-up and jobs on one thread: cuDNN's tuning is per thread (stages/device_thread.py)
+        self.device_thread = DeviceThread("Upscale", pinned=warm)
+        if warm:
+            self.device_thread.call(warm_up, "Upscale", self.startup, [m.warm_up for m in nets])
 
     def _load(self) -> dict:
         from enhance.loaders import load_upscaler, resample_upscaler
@@ -68,7 +72,7 @@ class UpscaleStage:
 
     def describe(self) -> dict:
         return {"engine": self.engine, "startup": self.startup.describe(),
-                **self.readiness.describe()}
+                "thread": self.device_thread.describe(), **self.readiness.describe()}
 
     def check_health(self) -> None:
         if not self.readiness.ready:
@@ -83,6 +87,9 @@ class UpscaleStage:
         return self.models.get("x4") or self.models.get("x2") or self.models["resample"]
 
     def run(self, req: UpscaleRequest) -> UpscaleResult:
+        return self.device_thread.call(self._run, req)
+
+    def _run(self, req: UpscaleRequest) -> UpscaleResult:
         t0 = time.monotonic()
         if not self.readiness.ready:
             raise StageError("ENGINE_UNAVAILABLE", self.readiness.reason)

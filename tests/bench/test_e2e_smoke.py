@@ -58,3 +58,30 @@ def test_model_seconds_sit_inside_their_stages(bench):
         assert r["ratio"] >= 1.0, r
         assert r["ratio"] == pytest.approx(r["wall_s"] / sum(r["model_s"].values()), abs=0.01)
         assert r["peak_gib"] is None       # CPU: no GPU memory to report
+
+
+def test_the_checks_judge_the_rows_they_are_given(bench):
+    rows, saved = bench
+    names = [c["check"] for c in saved["checks"]]
+    # tiny: no targets, the first job against its warm run, lipsync_only's presets (warm)
+    assert names == ["first job (lipsync_only fast) / warm", "lipsync_only presets in order (warm)"]
+    first = saved["checks"][0]
+    assert float(first["measured"]) == pytest.approx(rows[0]["wall_s"] / rows[1]["wall_s"], abs=0.01)
+
+
+def test_checks_fail_what_is_out_of_order_or_over_target():
+    from bench.e2e import Row, acceptance
+
+    def row(job, quality, run, wall):
+        return Row(job=job, quality=quality, run=run, status="COMPLETED", wall_s=wall)
+
+    rows = [row("lipsync_only", "fast", "cold", 9.0), row("lipsync_only", "fast", "warm", 4.0),
+            row("lipsync_only", "standard", "warm", 3.0), row("lipsync_only", "high", "warm", 6.0),
+            row("video_render", "standard", "warm", 7.5), row("video_render", "premium", "warm", 12.5)]
+    got = {name: holds for name, _, holds in acceptance(rows, targets=True)}
+    assert got == {"first job (lipsync_only fast) / warm": False,         # 2.25 > 1.5
+                   "lipsync_only presets in order (warm)": False,          # fast 4.0 > standard 3.0
+                   "video_render presets in order (warm)": True,
+                   "lipsync_only standard warm <= 3.5 s": True,
+                   "video_render standard warm <= 8 s": True,
+                   "video_render premium warm <= 12 s": False}

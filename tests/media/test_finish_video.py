@@ -142,3 +142,20 @@ def test_thumbnail_is_at_the_output_size_not_the_source_size(out_w, out_h, tmp_p
     assert thumb.shape == (out_h, out_w, 3)
     published = all_frames(res.video_path)[12].astype(int)
     assert np.abs(thumb - published).mean() < 8
+
+
+def test_presets_are_monotone_in_encode_cost_and_quality():
+    """draft <= standard <= premium <= cinematic in x264 effort (its presets, fastest first) and
+    in quality (CRF, lower is better); lipsync_only's fast | standard | high follow the same
+    order, so no faster preset encodes slower (issue 20)."""
+    from media.presets import PRESETS
+
+    x264_order = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                  "slower", "veryslow", "placebo"]
+    chain = [encode_preset(q) for q in ("draft", "standard", "premium", "cinematic")]
+    assert chain == list(PRESETS.values())
+    effort = [x264_order.index(p.x264_preset) for p in chain]
+    assert effort == sorted(effort) and len(set(effort)) == len(effort)
+    crf = [p.crf for p in chain]
+    assert crf == sorted(crf, reverse=True)
+    assert [encode_preset(q).name for q in ("fast", "standard", "high")] == ["draft", "standard", "premium"]

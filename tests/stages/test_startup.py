@@ -91,6 +91,7 @@ def test_lipsync_warms_every_batch_shape_for_every_preset_and_a_take(settings, m
         missing = [(b, f) for b, f in shapes if (b, f) not in got and (2 * b, f) not in got]
         assert not missing, (kind, missing)
     assert not stage.take_engine._sources, "the blank warm-up still stayed cached"
+    assert stage.describe()["thread"] == "pinned"  # jobs run where the warm-up ran
 
 
 def test_restore_and_upscale_warm_up_and_report_it(settings, no_gpu):

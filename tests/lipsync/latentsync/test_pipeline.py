@@ -263,3 +263,47 @@ def test_vae_folder_round_trip_and_scaled_latents(tmp_path):
     (tmp_path / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors"):
         load_vae(tmp_path)
+
+
+def test_faster_presets_never_do_more_model_work(models, monkeypatch):
+    """Issue 20: fast (draft) <= standard <= high (premium) in what each render asks of the
+    models: UNet frames (a DeepCache shallow forward counted as a whole one, an upper bound), and
+    the same VAE encodes and decodes at every preset (no preset falls off the still fast path)."""
+    from media.presets import ALIASES
+
+    def work(quality: str) -> tuple[int, int, int]:
+        pipe = make_pipeline(models, chunks_per_call=2)
+        seen = {"unet": 0, "encode": 0, "decode": 0}
+        unet = pipe.unet
+
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(unet, name)
+
+            def _count(self, fn, sample, *a, **k):
+                seen["unet"] += sample.shape[0] * sample.shape[2]
+                return fn(sample, *a, **k)
+
+            def __call__(self, sample, *a, **k):
+                return self._count(unet, sample, *a, **k)
+
+            def forward_and_cache(self, sample, *a, **k):
+                return self._count(unet.forward_and_cache, sample, *a, **k)
+
+            def forward_cached(self, sample, *a, **k):
+                return self._count(unet.forward_cached, sample, *a, **k)
+
+        pipe.unet = Counting()
+        for name in ("encode", "decode"):
+            real = getattr(pipe.vae, name)
+            monkeypatch.setattr(pipe.vae, name, lambda x, *a, _r=real, _n=name, **k: (
+                seen.__setitem__(_n, seen[_n] + x.shape[0]), _r(x, *a, **k))[1])
+        preset = ALIASES.get(quality, quality)
+        out, stats, _ = run_still(pipe, 1.5, sampling_for_quality(preset, seed=3))
+        assert len(out) == stats.frames == 38
+        return seen["unet"], seen["encode"], seen["decode"]
+
+    fast, standard, high = (work(q) for q in ("fast", "standard", "high"))
+    assert fast[0] < standard[0] <= high[0], (fast, standard, high)
+    # one encode of the still (masked + reference) and a decode per frame, whatever the preset
+    assert fast[1:] == standard[1:] == high[1:] == (2, 38)
