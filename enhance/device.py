@@ -16,7 +16,11 @@ log = logging.getLogger("personaforge.enhance")
 CPU_BUDGET_BYTES = 2 * 1024**3  # working memory we allow ourselves on a CPU replica
 GPU_RESERVE_BYTES = 512 * 1024**2  # allocator fragmentation + cuDNN workspaces, kept out of the budget
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-_process_caps: dict[int, float] = {}  # GPU index -> the allocator cap this process has set
+# What a CUDA process holds outside PyTorch's caching allocator (its context and loaded kernel
+# modules: 0.3-0.6 GiB on Hopper with lazy loading), which the allocator's cap does not count.
+# A replica's share of the card must hold both, so the allocator gets the share less this.
+CONTEXT_RESERVE_BYTES = 768 * 1024**2
+_process_caps: dict[int, float] = {}  # GPU index -> the share this process is capped at
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -34,12 +38,24 @@ def pick_dtype(device: torch.device, precision: str | None) -> torch.dtype:
     return PRECISIONS[precision or "fp16"]
 
 
+def allocator_fraction(share: float, total_bytes: int) -> float:
+    """The caching allocator's cap for a process whose share of the card is `share`: the share
+    less the context it holds outside the allocator (CONTEXT_RESERVE_BYTES), so the whole process
+    stays inside its share as nvidia-smi counts it; never below half the share. A whole card
+    (share 1) is not capped lower: nothing else shares it."""
+    if share >= 1.0:
+        return share
+    return max(share - CONTEXT_RESERVE_BYTES / total_bytes, share / 2)
+
+
 def cap_process_memory(index: int, fraction: float) -> float:
-    """Cap this process's CUDA allocator on GPU `index` at `fraction` of its memory, once: every
-    model of a process lives under the one cap, so the first fraction set stays (a different
-    later one is logged and ignored). Returns the fraction in force."""
+    """Keep this process on GPU `index` inside `fraction` of its memory (the allocator capped at
+    allocator_fraction), once: every model of a process lives under the one cap, so the first
+    fraction set stays (a different later one is logged and ignored). Returns the fraction (the
+    share) in force."""
     if index not in _process_caps:
-        torch.cuda.set_per_process_memory_fraction(fraction, index)
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(allocator_fraction(fraction, total), index)
         _process_caps[index] = fraction
     elif _process_caps[index] != fraction:
         log.warning("GPU %d memory is already capped at %.3f for this process; ignoring %.3f",
@@ -63,7 +79,8 @@ def memory_budget(device: torch.device, memory_fraction: float | None, weight_by
         free, _ = torch.cuda.mem_get_info(index)
         return max(free - GPU_RESERVE_BYTES, 64 * 1024**2)
     fraction = cap_process_memory(index, memory_fraction)
-    cap = int(torch.cuda.get_device_properties(index).total_memory * fraction)
+    total = torch.cuda.get_device_properties(index).total_memory
+    cap = int(total * allocator_fraction(fraction, total))
     return max(cap - torch.cuda.memory_allocated(index) - GPU_RESERVE_BYTES, 64 * 1024**2)
 
 

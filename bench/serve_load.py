@@ -1,0 +1,432 @@
+"""Jobs at once under Ray Serve: the production layout on this host, measured from outside.
+
+The app runs as production deploys it (serve_app.app:build_app, profile production: LipSync 0.5
++ FaceRestore 0.25 + Upscale 0.25 of a GPU, a CPU Finisher, autoscaling 1..10, each GPU replica
+capping its memory at its share), on a local Ray with this host's GPUs, behind Serve's HTTP
+proxy on 127.0.0.1. A client submits video_render jobs over HTTP, as a user would:
+
+* closed loop (`--concurrency 1,2,4`): that many jobs at once, after one warm-up job; per level
+  the wall time until the last ends, its ratio to one job, jobs per GPU-hour and the cost per job
+  at the card's RunPod price;
+* open loop (`--rates 2,4,8`, jobs per minute, `--rate-seconds` each): arrivals at rising rates;
+  p50 / p95 job time and 429s per rate (issue 22's load generator).
+
+Meanwhile a sampler records, every second, the replicas of each deployment (Serve's own count,
+so autoscaling up and down shows), and on a GPU every replica process's memory as nvidia-smi
+counts it (the CUDA context included, which PyTorch's allocator cap does not see), against its
+deployment's share of the card: the check that fractional GPUs, which do not isolate memory,
+stay inside their shares.
+
+    python bench/serve_load.py                                  # GPU: full-size random weights
+    python bench/serve_load.py --rates 2,4,8 --rate-seconds 120  # open loop, autoscaling
+    python bench/serve_load.py --embedded --concurrency 1,2      # CPU smoke: embedded engines
+
+GPU mode writes (or reuses, --models-dir) the full-size random weights of bench/e2e.py in the
+official layouts and runs in production mode (a missing model fails the start, never a silent
+fallback). --embedded runs the no-weights engines on the CPU: it proves the harness, not speed.
+The last line printed is the JSON of everything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench.e2e import b64, portrait_face_box, portrait_png, speech_wav, write_full_weights  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+APP = "pf"
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+# RunPod serverless, flex workers, USD per GPU-second (docs.runpod.io/serverless/pricing, read
+# 2026-12). The seed product ran on RunPod, mostly on L40S.
+PRICE_PER_GPU_S = {"H200": 0.00155, "H100": 0.00116, "A100": 0.00076, "L40S": 0.00053,
+                   "L40": 0.00053, "A40": 0.00034, "L4": 0.00019}
+# Issue 20's acceptance: n jobs at once finish within this many times one job.
+CONCURRENCY_LIMITS = {2: 1.4, 4: 2.5}
+
+
+def deployment_shares(config: Path = REPO / "serve_config.yaml") -> dict[str, float]:
+    """GPU share of each deployment as serve_config.yaml (production) declares it."""
+    app = yaml.safe_load(config.read_text())["applications"][0]
+    return {d["name"]: float(d.get("ray_actor_options", {}).get("num_gpus", 0.0))
+            for d in app["deployments"]}
+
+
+def price_per_gpu_s(gpu_name: str | None) -> tuple[str, float] | None:
+    """(card, USD per GPU-second) for a device name, longest match first; None if unknown."""
+    if not gpu_name:
+        return None
+    for card in sorted(PRICE_PER_GPU_S, key=len, reverse=True):
+        if card in gpu_name.upper().replace(" ", ""):
+            return card, PRICE_PER_GPU_S[card]
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---- the sampler --------------------------------------------------------------------------
+
+@dataclass
+class Samples:
+    replicas: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # (t, {dep: n})
+    peak_mib: dict[int, float] = field(default_factory=dict)      # pid -> peak MiB (nvidia-smi)
+    pid_gpu: dict[int, str] = field(default_factory=dict)         # pid -> GPU uuid
+    pid_deployment: dict[int, str] = field(default_factory=dict)  # pid -> deployment
+
+
+def _serve_replicas() -> dict[str, int]:
+    from ray import serve
+
+    status = serve.status().applications.get(APP)
+    if status is None:
+        return {}
+    return {name: d.replica_states.get("RUNNING", 0) for name, d in status.deployments.items()}
+
+
+def _replica_pids() -> dict[int, str]:
+    """pid -> deployment of every live Serve replica actor (GCS actor table)."""
+    from ray._private import state
+
+    out = {}
+    for info in state.actors().values():
+        name = info.get("ActorClassName", "")
+        if info.get("State") == "ALIVE" and name.startswith(f"ServeReplica:{APP}:"):
+            out[int(info["Pid"])] = name.rsplit(":", 1)[1]
+    return out
+
+
+def gpu_processes() -> list[tuple[int, str, float]]:
+    """(pid, GPU uuid, used MiB) of every compute process, or [] without nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            rows.append((int(parts[0]), parts[1], float(parts[2])))
+    return rows
+
+
+def gpu_cards() -> dict[str, tuple[int, float]]:
+    """GPU uuid -> (index, total MiB), or {} without nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=uuid,index,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    cards = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            cards[parts[0]] = (int(parts[1]), float(parts[2]))
+    return cards
+
+
+class Sampler(threading.Thread):
+    def __init__(self, every_s: float = 1.0):
+        super().__init__(daemon=True, name="bench-sampler")
+        self.every_s, self.samples, self.t0 = every_s, Samples(), time.monotonic()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(self.every_s)
+
+    def sample(self) -> None:
+        s = self.samples
+        try:
+            s.replicas.append((round(time.monotonic() - self.t0, 1), _serve_replicas()))
+            s.pid_deployment.update(_replica_pids())
+        except Exception:  # noqa: BLE001 - a sample missed while Serve is busy is no failure
+            pass
+        for pid, uuid, mib in gpu_processes():
+            s.peak_mib[pid] = max(s.peak_mib.get(pid, 0.0), mib)
+            s.pid_gpu[pid] = uuid
+
+    def stop(self) -> Samples:
+        self._stop_event.set()
+        self.join(timeout=30)
+        self.sample()
+        return self.samples
+
+
+def memory_report(samples: Samples, shares: dict[str, float]) -> list[dict]:
+    """Per GPU replica process: its card, deployment, share, peak MiB and whether it held."""
+    cards = gpu_cards()
+    rows = []
+    for pid, peak in sorted(samples.peak_mib.items()):
+        dep = samples.pid_deployment.get(pid, "?")
+        index, total = cards.get(samples.pid_gpu.get(pid, ""), (-1, 0.0))
+        share = shares.get(dep, 0.0)
+        limit = share * total if share else None
+        rows.append({"pid": pid, "gpu": index, "deployment": dep, "share": share,
+                     "peak_mib": round(peak), "share_mib": None if limit is None else round(limit),
+                     "holds": None if limit is None else peak <= limit})
+    return rows
+
+
+def replica_timeline(samples: Samples) -> list[tuple[float, dict[str, int]]]:
+    """The samples where the replica counts changed (and the first)."""
+    out, last = [], None
+    for t, counts in samples.replicas:
+        if counts and counts != last:
+            out.append((t, counts))
+            last = counts
+    return out
+
+
+# ---- the client ---------------------------------------------------------------------------
+
+class Client:
+    def __init__(self, port: int, body: dict):
+        self.base = f"http://127.0.0.1:{port}/v2/bench"
+        self.http = httpx.Client(timeout=120)
+        self.body = body
+        self.n = 0
+
+    def wait_ready(self, timeout_s: float) -> dict:
+        t0 = time.monotonic()
+        while True:
+            try:
+                health = self.http.get(f"{self.base}/health")
+                if health.status_code == 200 and len(health.json().get("engines", {})) == 4:
+                    return health.json()
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - t0 > timeout_s:
+                raise SystemExit(f"the app was not healthy within {timeout_s:.0f} s")
+            time.sleep(1.0)
+
+    def submit(self, tag: str) -> tuple[str | None, int, float]:
+        """(job id or None, HTTP status, submit time)."""
+        self.n += 1
+        job_id = f"bench-{tag}-{self.n}"
+        t = time.monotonic()
+        r = self.http.post(f"{self.base}/run", json={"input": {**self.body, "job_id": job_id}})
+        return (job_id if r.status_code == 200 else None), r.status_code, t
+
+    def wait(self, started: dict[str, float], timeout_s: float) -> dict[str, tuple[str, float]]:
+        """job id -> (final status, seconds from its submission to the poll that saw it end)."""
+        done: dict[str, tuple[str, float]] = {}
+        t0 = time.monotonic()
+        while len(done) < len(started):
+            for job_id, t_submit in started.items():
+                if job_id in done:
+                    continue
+                st = self.http.get(f"{self.base}/status/{job_id}").json()
+                if st["status"] in FINAL:
+                    done[job_id] = (st["status"], time.monotonic() - t_submit)
+            if time.monotonic() - t0 > timeout_s:
+                raise SystemExit(f"jobs not final after {timeout_s:.0f} s: "
+                                 f"{sorted(set(started) - set(done))}")
+            time.sleep(0.1)
+        return done
+
+
+@dataclass
+class Level:
+    jobs: int
+    wall_s: float
+    job_s: list[float]
+    statuses: list[str]
+    ratio: float | None = None            # wall / one job's wall
+    jobs_per_gpu_hour: float | None = None
+    usd_per_job: float | None = None
+
+
+def closed_loop(client: Client, levels: list[int], gpus: int, price: float | None,
+                timeout_s: float) -> list[Level]:
+    out: list[Level] = []
+    for k in levels:
+        started = {}
+        t0 = time.monotonic()
+        for _ in range(k):
+            job_id, code, t = client.submit(f"c{k}")
+            if job_id is None:
+                raise SystemExit(f"a job of the {k}-at-once level was refused ({code})")
+            started[job_id] = t
+        done = client.wait(started, timeout_s)
+        wall = time.monotonic() - t0
+        level = Level(jobs=k, wall_s=round(wall, 3),
+                      job_s=sorted(round(s, 3) for _, s in done.values()),
+                      statuses=sorted(st for st, _ in done.values()))
+        per_gpu_hour = k / wall * 3600 / max(gpus, 1)
+        level.jobs_per_gpu_hour = round(per_gpu_hour, 1)
+        if price is not None:
+            level.usd_per_job = round(price * 3600 / per_gpu_hour, 5)
+        one = next((lv for lv in out if lv.jobs == 1), None)
+        if one is not None:
+            level.ratio = round(wall / one.wall_s, 3)
+        out.append(level)
+        print(f"  {k} at once: {wall:7.2f} s" + (f" ({level.ratio:.2f}x one)" if level.ratio else "")
+              + f", {level.jobs_per_gpu_hour:g} jobs/GPU-hour"
+              + (f", ${level.usd_per_job:.4f}/job" if level.usd_per_job is not None else "")
+              + f", {level.statuses}", flush=True)
+    return out
+
+
+def open_loop(client: Client, rates: list[float], seconds: float, timeout_s: float) -> list[dict]:
+    out = []
+    for rate in rates:
+        gap = 60.0 / rate
+        started, refused, codes = {}, 0, []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            job_id, code, t = client.submit(f"r{rate:g}")
+            if job_id is None:
+                refused += 1
+                codes.append(code)
+            else:
+                started[job_id] = t
+            time.sleep(max(0.0, t0 + (len(started) + refused) * gap - time.monotonic()))
+        done = client.wait(started, timeout_s)
+        times = sorted(s for _, s in done.values())
+        row = {"rate_per_min": rate, "submitted": len(started) + refused, "refused_429": codes.count(429),
+               "refused_other": len(codes) - codes.count(429),
+               "completed": sum(st == "COMPLETED" for st, _ in done.values()),
+               "p50_s": round(statistics.median(times), 2) if times else None,
+               "p95_s": round(times[min(len(times) - 1, int(0.95 * len(times)))], 2) if times else None}
+        out.append(row)
+        print(f"  {rate:g}/min for {seconds:g} s: {row}", flush=True)
+    return out
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--embedded", action="store_true",
+                   help="CPU smoke: no weights, the embedded engines, a small format")
+    p.add_argument("--concurrency", default="1,2,4", help="closed loop: jobs at once, per level")
+    p.add_argument("--rates", default="", help="open loop: jobs per minute, per step")
+    p.add_argument("--rate-seconds", type=float, default=120.0)
+    p.add_argument("--quality", default="standard")
+    p.add_argument("--voice-seconds", type=float, default=None)
+    p.add_argument("--models-dir", type=Path, default=None)
+    p.add_argument("--gpus", type=int, default=None, help="GPUs for Ray (default: all visible)")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--json", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="pf-serve-load-", dir="/tmp"))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> dict:
+    import ray
+    import torch
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    gpus = args.gpus if args.gpus is not None else torch.cuda.device_count()
+    if not args.embedded and gpus == 0:
+        raise SystemExit("no CUDA device: run on a GPU, or pass --embedded (CPU smoke)")
+    gpu_name = torch.cuda.get_device_name() if gpus else None
+    priced = price_per_gpu_s(gpu_name)
+    models_dir = args.models_dir or work / "models"
+    if not args.embedded:
+        write_full_weights(models_dir, "1.5")
+    side, fmt = (256, {"width": 360, "height": 640, "fps": 25}) if args.embedded else \
+        (None, {"width": 1080, "height": 1920, "fps": 30})
+    voice = speech_wav(args.voice_seconds or (1.0 if args.embedded else 10.0), work / "voice.wav")
+    png = portrait_png(side)
+    body = {"job_type": "video_render", "image": b64(png), "audio": b64(voice.read_bytes()),
+            "face_box": portrait_face_box(png), "quality": args.quality, "format": fmt}
+    port = free_port()
+    overrides = {"storage_dir": str(work / "store"), "cache_dir": str(work / "cache"),
+                 "models_dir": str(models_dir), "personas_dir": str(work / "personas"),
+                 "public_base_url": f"http://127.0.0.1:{port}", "production": not args.embedded,
+                 "max_running_jobs": 32, "max_queued_jobs": 100}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray's declared resources: the production layout's CPUs fit even on a small box (the
+    # embedded smoke declares one GPU so the GPU shares schedule as they do on a card)
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 2, 8), num_gpus=gpus or 1,
+             include_dashboard=False, log_to_driver=False)
+    sampler = Sampler()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        t0 = time.monotonic()
+        serve.run(build_app({"profile": "production", "settings": overrides}), name=APP,
+                  route_prefix="/")
+        client = Client(port, body)
+        health = client.wait_ready(args.timeout)
+        start_s = time.monotonic() - t0
+        print(f"app up in {start_s:.1f} s on {gpus or 'no'} GPU(s) ({gpu_name or 'cpu'}); "
+              f"engines: {health['engines']}", flush=True)
+        sampler.start()
+        # one job first: the replicas' first call (lazy imports, allocator growth) is not timed
+        warm = client.wait({client.submit("warm")[0]: time.monotonic()}, args.timeout)
+        print(f"warm-up job: {list(warm.values())[0]}", flush=True)
+        levels = [int(k) for k in args.concurrency.split(",") if k]
+        closed = closed_loop(client, levels, max(gpus, 1), priced[1] if priced else None,
+                             args.timeout)
+        rates = [float(r) for r in args.rates.split(",") if r]
+        opened = open_loop(client, rates, args.rate_seconds, args.timeout) if rates else []
+    finally:
+        samples = sampler.stop() if sampler.is_alive() else sampler.samples
+        serve.shutdown()
+        ray.shutdown()
+    memory = memory_report(samples, deployment_shares())
+    checks = [{"check": f"{k} at once <= {CONCURRENCY_LIMITS[k]:g}x one", "measured": lv.ratio,
+               "holds": lv.ratio is not None and lv.ratio <= CONCURRENCY_LIMITS[k]}
+              for lv in closed for k in [lv.jobs] if k in CONCURRENCY_LIMITS]
+    if memory:
+        checks.append({"check": "every GPU replica inside its share",
+                       "measured": max(m["peak_mib"] / max(m["share_mib"] or 1, 1) for m in memory),
+                       "holds": all(m["holds"] is not False for m in memory)})
+    summary = {"gpus": gpus, "gpu": gpu_name, "price_per_gpu_s": priced,
+               "engines": health["engines"], "start_s": round(start_s, 1),
+               "closed_loop": [asdict(lv) for lv in closed], "open_loop": opened,
+               "replicas": replica_timeline(samples), "memory": memory, "checks": checks}
+    print("\nreplicas per deployment (when the count changed):")
+    for t, counts in summary["replicas"]:
+        print(f"  t={t:7.1f} s  {counts}")
+    print("GPU memory per replica process (nvidia-smi peak vs its share):"
+          + ("" if memory else " no GPU processes seen"))
+    for m in memory:
+        print(f"  gpu {m['gpu']} {m['deployment']:<12} pid {m['pid']:<8} {m['peak_mib']:>7} MiB"
+              f" / share {m['share']:g} = {m['share_mib']} MiB: {'ok' if m['holds'] else 'OVER'}")
+    print("checks (issue 20):")
+    for c in checks:
+        print(f"  {'yes' if c['holds'] else 'NO ':<4} {c['check']}: {c['measured']}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
