@@ -36,9 +36,12 @@ async def run(ctx: JobContext) -> JobResult:
             face_box=up.scaled_box(req.get("face_box")), emotion=spec["emotion"],
             angle=spec["angle"], intensity=spec["intensity"], archetype=req.get("archetype", ""),
             seed=zlib.crc32(f"{persona_id}/{i}".encode()),
-            seconds=spec.get("seconds", TAKE_SECONDS)), span=(lo, lo + (hi - lo) * 0.5))
+            seconds=spec.get("seconds", TAKE_SECONDS), region_ok=True),
+            span=(lo, lo + (hi - lo) * 0.5))
         engines["takes"] = take.engine
-        # 3. Restore its faces once, here, so renders on this take never restore the base again.
+        # 3. Restore its faces once, here, so renders on this take never restore the base again
+        #    (on the face's region of the frames when the take handed on only that: step 4
+        #    lays it over the framed still as it encodes).
         restored = await ctx.call(FACE_RESTORE.run, RestoreRequest(
             job_id=ctx.job_id, frames=take.frames, faces_key=take.track_key,
             weight=req["face_restore_weight"]), span=(lo + (hi - lo) * 0.5, lo + (hi - lo) * 0.7))

@@ -186,9 +186,12 @@ def _encode_args(frames_path: str, mix_path: str, video_path: str, ass_path: str
     if background is not None:
         # The region over the still, in the intermediate's own format (yuv444p, the same
         # matrix the intermediate was written with): the frames the stage would have sent.
+        # The still is decoded and converted once and repeated by the loop filter (an image
+        # input looped by the demuxer is decoded again for every frame).
         path, x, y = background
-        still = ffmpeg.input(path, loop=1, framerate=f"{src.fps or 25:g}").video
-        video = ffmpeg.filter([still.filter("format", "yuv444p"), video.filter("format", "yuv444p")],
+        still = ffmpeg.input(path, framerate=f"{src.fps or 25:g}").video
+        still = still.filter("format", "yuv444p").filter("loop", loop=-1, size=1, start=0)
+        video = ffmpeg.filter([still, video.filter("format", "yuv444p")],
                               "overlay", x=x, y=y, shortest=1, format="yuv444")
     audio = ffmpeg.input(mix_path).audio
     fitted = picture.fit_picture(video, src.width, src.height, out_w, out_h)

@@ -108,6 +108,10 @@ class TakeRequest(BaseModel):
     seed: int = 0                          # the director's random streams (blinks, idle phases)
     seconds: float = 5.0
     fps: float = 25.0
+    # True: the caller composes (the finisher lays frames over a background) and face restore
+    # may follow, so a take that changes only part of the framed still hands on that region
+    # (FramesRef.region) instead of whole frames
+    region_ok: bool = False
 
 
 class TakeResult(BaseModel):

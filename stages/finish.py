@@ -86,9 +86,20 @@ class FinishStage:
 
     def _take(self, req: FinishRequest, frames: Path, tmp: Path, t0: float) -> FinishResult:
         out = tmp / Path(req.video_key).name
+        picture = ["-i", str(frames)]
+        if req.frames.region is not None:
+            # the take's region over its framed still, in the intermediate's own format
+            # (yuv444p, the matrix it was written with): the whole frames it stands for. The
+            # still is decoded once and repeated by the loop filter.
+            still = self.storage.get_file(req.frames.background_key, tmp)
+            x, y = req.frames.region[:2]
+            picture = ["-framerate", f"{req.frames.fps:g}", "-i", str(still),
+                       "-i", str(frames), "-filter_complex",
+                       f"[0:v]format=yuv444p,loop=loop=-1:size=1:start=0[b];"
+                       f"[1:v]format=yuv444p[f];[b][f]overlay=x={x}:y={y}:shortest=1:format=yuv444"]
         # fmt: off
         ffmpeg([
-            "-i", str(frames),
+            *picture,
             "-c:v", "libx264", "-crf", str(TAKE_CRF), "-preset", "medium",
             "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709",
             "-color_trc", "bt709", "-movflags", "+faststart", "-an",

@@ -231,14 +231,8 @@ class LipSyncStage:
             crop = crop_region(marks, (h, w))   # where face restore crops and pastes
             if crop is None:
                 return None                     # its crop reaches past the frame: whole frames
-            box = (min(box[0], crop[0]), min(box[1], crop[1]),
-                   max(box[2], crop[2]), max(box[3], crop[3]))
-        x0, y0, x1, y1 = box
-        x0, y0 = max(0, x0 - x0 % 2), max(0, y0 - y0 % 2)
-        x1, y1 = min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)
-        if (x1 - x0) * (y1 - y0) > REGION_MAX_SHARE * w * h:
-            return None  # the face fills the frame: whole frames cost about the same
-        return (x0, y0, x1, y1)
+            box = union(box, crop)
+        return handed_region(box, (h, w))
 
     def _take_track(self, req: LipSyncRequest) -> FaceTrack:
         raw = self.storage.get_bytes(req.track_key) if req.track_key else None
@@ -260,14 +254,21 @@ class LipSyncStage:
             except NoFaceError as e:
                 raise StageError("NO_FACE", str(e)) from None
             out = tmp / f"take_{req.index}.mp4"
-            # 2. Render it (lossless intermediate: the finisher encodes the take once).
+            # 2. Render it (lossless intermediate: the finisher encodes the take once). A
+            #    LivePortrait take changes only the face's part of the framed still: when the
+            #    caller composes, that region alone travels on, over the framed still stored once.
+            region = background_key = None
             try:
                 if self.take_engine is not None:
-                    info = self._liveportrait_take(image, track, req, out)
+                    info, region, canvas = self._liveportrait_take(image, track, req, out)
                 else:
                     info = self._reframer_take(image, track, req, out)
             except ValueError as e:
                 raise StageError("BAD_TAKE_SPEC", str(e)) from None
+            if region is not None:
+                background_key = keys.work(req.job_id, f"take_{req.index}_background.png")
+                save_image(tmp / "background.png", canvas)
+                self.storage.put_file(background_key, tmp / "background.png")
             key = keys.work(req.job_id, f"take_{req.index}.mp4")
             self.storage.put_file(key, out)
             # 3. Its per-frame face track, so renders on the take never detect again.
@@ -277,22 +278,29 @@ class LipSyncStage:
                 "landmarks" if info.landmarks is not None else "face_box").to_bytes())
         return TakeResult(
             frames=FramesRef(key=key, width=info.width, height=info.height, fps=info.fps,
-                             n_frames=info.frames),
+                             n_frames=info.frames, region=region, background_key=background_key),
             track_key=tkey, engine=self.take_choice.label, engine_reason=self.take_choice.reason,
             params=info.params, seconds=round(time.monotonic() - t0, 3))
 
     def _liveportrait_take(self, image: np.ndarray, track: FaceTrack, req: TakeRequest,
-                           out: Path) -> TakeRender:
-        """The director's plan rendered by LivePortrait; the track is the plan's head motion."""
+                           out: Path) -> tuple[TakeRender, tuple[int, int, int, int] | None,
+                                               np.ndarray]:
+        """The director's plan rendered by LivePortrait; the track is the plan's head motion.
+        Returns the render, the region written (None: whole frames) and the framed still."""
         plan = plan_take(req.emotion, req.angle, req.intensity, req.archetype,
                          req.seconds or TAKE_SECONDS, req.fps, req.seed)
         face = track.landmarks[0] if track.landmarks is not None else track.boxes[0]
         progress = StageProgress(self.store, req.job_id, "lipsync")
-        with FrameWriter(out, *TAKE_FRAME_BOX, plan.fps) as writer:
-            info = self.take_engine.render_take(image, face, plan, writer.write,
+        layout = self.take_engine.layout(image, face, plan, size=TAKE_FRAME_BOX)
+        region = take_region(layout) if req.region_ok else None
+        w, h = TAKE_FRAME_BOX
+        x0, y0, x1, y1 = region or (0, 0, w, h)
+        with FrameWriter(out, x1 - x0, y1 - y0, plan.fps) as writer:
+            write = writer.write if region is None else RegionWriter(writer, layout.canvas, region)
+            info = self.take_engine.render_take(image, face, plan, write,
                                                 size=TAKE_FRAME_BOX, progress=progress)
         info.params["face_source"] = track.source
-        return info
+        return info, region, layout.canvas
 
     def _reframer_take(self, image: np.ndarray, track: FaceTrack, req: TakeRequest,
                        out: Path) -> TakeRender:
@@ -315,6 +323,37 @@ class LipSyncStage:
         return TakeRender(frames=info.frames, fps=info.fps, width=info.width, height=info.height,
                           face_boxes=info.face_boxes, landmarks=info.landmarks, engine=info.engine,
                           params=params)
+
+
+def union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def handed_region(box: tuple[int, int, int, int],
+                  frame_hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """`box` grown to even corners inside the frame (yuv encodes need even sides), or None when
+    it is most of the frame (whole frames then cost about the same)."""
+    h, w = frame_hw
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x0, y0 = max(0, x0 - x0 % 2), max(0, y0 - y0 % 2)
+    x1, y1 = min(w, x1 + x1 % 2), min(h, y1 + y1 % 2)
+    if (x1 - x0) * (y1 - y0) > REGION_MAX_SHARE * w * h:
+        return None
+    return (x0, y0, x1, y1)
+
+
+def take_region(layout) -> tuple[int, int, int, int] | None:
+    """The region a LivePortrait take hands on: what its paste-back changes, grown to hold face
+    restore's aligned crop of every frame (restore reads and writes only inside it). None: a
+    crop reaches past the frame's edge, or the region is most of the frame."""
+    h, w = layout.canvas.shape[:2]
+    box = layout.region
+    for marks in layout.landmarks:
+        crop = crop_region(np.asarray(marks, np.float64), (h, w))
+        if crop is None:
+            return None
+        box = union(box, crop)
+    return handed_region(box, (h, w))
 
 
 def _settings_of(stats, fps: float) -> dict:

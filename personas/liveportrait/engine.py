@@ -92,6 +92,18 @@ class TakeRender:
     timings: dict = field(default_factory=dict)
 
 
+@dataclass
+class TakeLayout:
+    """A take before it is rendered: the framed still every frame starts from (canvas), the
+    part of it the renders can change (the paste-back's region, x0, y0, x1, y1: every pixel
+    outside it is the canvas's own), and the per-frame face track (output pixels)."""
+
+    canvas: np.ndarray
+    region: tuple[int, int, int, int]
+    face_boxes: np.ndarray              # (frames, 4)
+    landmarks: np.ndarray               # (frames, 5, 2)
+
+
 def face_points(face: Any) -> np.ndarray:
     """Five landmarks (5, 2) from a detected face (`.landmarks`), five points, or a box."""
     marks = getattr(face, "landmarks", None)
@@ -283,6 +295,24 @@ class LivePortraitEngine:
             log.warning("CUDA graph capture failed, W+G stay eager: %s", exc)
             self._graph, self._graph_failed = None, True
 
+    def layout(self, image: np.ndarray, face: Any, plan: TakePlan, *,
+               size: tuple[int, int] | None = None, closeup: bool | None = None) -> TakeLayout:
+        """What render_take(image, face, plan, size=size, closeup=closeup) will make, before it
+        runs: its canvas, changed region and face track (F and M run here, cached for the render)."""
+        source, closeup = self._source_for(image, face, plan, size, closeup)
+        track = self._track(source, plan)
+        return TakeLayout(source.canvas, tuple(int(v) for v in source.paster.roi),
+                          track.boxes, track.points)
+
+    def _source_for(self, image, face, plan: TakePlan, size, closeup) -> tuple[Source, bool]:
+        if closeup is None:
+            closeup = plan.params.get("angle") == "closeup"
+        return self.prepare(image, face, plan.crop_scale, size, closeup), closeup
+
+    @staticmethod
+    def _track(source: Source, plan: TakePlan):
+        return track_points(source.crop.to_crop(source.points), plan, source.pose, source.crop)
+
     @torch.no_grad()
     def render_take(self, image: np.ndarray, face: Any, plan: TakePlan,
                     write: Callable[[np.ndarray], None], *, size: tuple[int, int] | None = None,
@@ -293,13 +323,11 @@ class LivePortraitEngine:
         still to that size first (frame_canvas); closeup defaults to the plan's angle."""
         t0 = time.perf_counter()
         # 1. The source: framing, crop, F and M (cached across takes of one still).
-        if closeup is None:
-            closeup = plan.params.get("angle") == "closeup"
-        source = self.prepare(image, face, plan.crop_scale, size, closeup)
+        source, closeup = self._source_for(image, face, plan, size, closeup)
         t_source = time.perf_counter()
         # 2. Driving keypoints of every frame, and the face track they imply.
         x_d = self.driving_keypoints(source, plan)
-        track = track_points(source.crop.to_crop(source.points), plan, source.pose, source.crop)
+        track = self._track(source, plan)
         # 3. Batches: W + G + paste-back on the device, frames out through the writer.
         n, batch = plan.n_frames, self.batch
         sink = _HostSink(self.device, (batch, *source.paster.shape, 3), write)
