@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from media import captions as captions_mod  # noqa: E402
 from media.ffmpeg import run  # noqa: E402
-from media.finish import Caption, FinishOptions, SfxTrack, finish_video  # noqa: E402
+from media.finish import finish_video  # noqa: E402
+from media.options import Caption, FinishOptions, SfxTrack  # noqa: E402
 from media.frames import write_wav  # noqa: E402
 from media.loudness import measure_file  # noqa: E402
 from media.presets import encode_preset  # noqa: E402
@@ -76,7 +77,7 @@ def timed(fn, *args) -> tuple[float, float, dict]:
 
 def run_ours(paths, out_dir, captions, quality) -> dict:
     opts = FinishOptions(width=W, height=H, fps=OUT_FPS, quality=quality,
-                         music_path=paths["music"], music_volume=0.5,
+                         music=paths["music"], music_volume=0.5,
                          sfx=(SfxTrack(paths["click"], 1.234, 1.0),), captions=captions)
     res = finish_video(paths["frames"], paths["voice"], out_dir, opts)
     return {"steps": {k: round(v, 2) for k, v in res.seconds.items()}, "video": res.video_path}

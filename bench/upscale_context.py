@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enhance.ncnn_convert import load_ncnn_model  # noqa: E402
 from enhance.upscale import UpscaleOptions, Upscaler  # noqa: E402
-from tests.enhance.helpers import portrait_patch  # noqa: E402
+from tests.support.portrait import portrait_patch  # noqa: E402
 
 
 def main() -> None:
