@@ -31,9 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import math
+import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,11 +69,13 @@ def deployment_shares(config: Path = REPO / "serve_config.yaml") -> dict[str, fl
 
 
 def price_per_gpu_s(gpu_name: str | None) -> tuple[str, float] | None:
-    """(card, USD per GPU-second) for a device name, longest match first; None if unknown."""
+    """(card, USD per GPU-second) for a device name (the card's name as a word of it, so an
+    "RTX A4000" is not an A40); None if unknown."""
     if not gpu_name:
         return None
+    words = re.findall(r"[A-Z0-9]+", gpu_name.upper())
     for card in sorted(PRICE_PER_GPU_S, key=len, reverse=True):
-        if card in gpu_name.upper().replace(" ", ""):
+        if card in words:
             return card, PRICE_PER_GPU_S[card]
     return None
 
@@ -176,18 +179,37 @@ class Sampler(threading.Thread):
 
 
 def memory_report(samples: Samples, shares: dict[str, float]) -> list[dict]:
-    """Per GPU replica process: its card, deployment, share, peak MiB and whether it held."""
+    """Per GPU process: its card, deployment ("?" when no replica has its pid, e.g. nvidia-smi
+    showing host pids in a container), share, peak MiB and whether it held (None: unknown)."""
     cards = gpu_cards()
     rows = []
     for pid, peak in sorted(samples.peak_mib.items()):
         dep = samples.pid_deployment.get(pid, "?")
         index, total = cards.get(samples.pid_gpu.get(pid, ""), (-1, 0.0))
         share = shares.get(dep, 0.0)
-        limit = share * total if share else None
+        limit = share * total if share and total else None
         rows.append({"pid": pid, "gpu": index, "deployment": dep, "share": share,
                      "peak_mib": round(peak), "share_mib": None if limit is None else round(limit),
                      "holds": None if limit is None else peak <= limit})
     return rows
+
+
+def memory_check(memory: list[dict], shares: dict[str, float]) -> dict | None:
+    """Every GPU deployment's replicas measured and inside their shares; None without a GPU
+    process seen. Unmapped processes, or a GPU deployment with none measured, fail it."""
+    if not memory:
+        return None
+    measured = [m for m in memory if m["holds"] is not None]
+    unmeasured = sorted(d for d, share in shares.items() if share
+                        and not any(m["deployment"] == d for m in measured))
+    unmapped = [m["pid"] for m in memory if m["deployment"] == "?"]
+    worst = max((m["peak_mib"] / m["share_mib"] for m in measured), default=None)
+    text = (f"peak / share at most {worst:.3f}" if worst is not None else "nothing measured") + (
+        f"; not measured: {unmeasured}" if unmeasured else "") + (
+        f"; GPU pids of no replica: {unmapped}" if unmapped else "")
+    return {"check": "every GPU replica inside its share", "measured": text,
+            "holds": bool(measured) and not unmeasured and not unmapped
+            and all(m["holds"] for m in measured)}
 
 
 def replica_timeline(samples: Samples) -> list[tuple[float, dict[str, int]]]:
@@ -203,11 +225,19 @@ def replica_timeline(samples: Samples) -> list[tuple[float, dict[str, int]]]:
 # ---- the client ---------------------------------------------------------------------------
 
 class Client:
-    def __init__(self, port: int, body: dict):
+    """Submits jobs, and polls every job it submitted from a thread of its own from then on, so
+    a job's time is from its submission to its end (within a poll), whatever else the caller
+    is doing (an open loop is still submitting)."""
+
+    def __init__(self, port: int, body: dict, poll_s: float = 0.1):
         self.base = f"http://127.0.0.1:{port}/v2/bench"
         self.http = httpx.Client(timeout=120)
-        self.body = body
-        self.n = 0
+        self.body, self.poll_s, self.n = body, poll_s, 0
+        self._pending: dict[str, float] = {}           # job id -> submit time
+        self.done: dict[str, tuple[str, float]] = {}   # job id -> (status, seconds)
+        self._lock = threading.Lock()
+        self._poller = threading.Thread(target=self._poll, daemon=True, name="bench-poller")
+        self._poller.start()
 
     def wait_ready(self, timeout_s: float) -> dict:
         t0 = time.monotonic()
@@ -222,30 +252,51 @@ class Client:
                 raise SystemExit(f"the app was not healthy within {timeout_s:.0f} s")
             time.sleep(1.0)
 
-    def submit(self, tag: str) -> tuple[str | None, int, float]:
-        """(job id or None, HTTP status, submit time)."""
+    def submit(self, tag: str) -> tuple[str | None, int]:
+        """(job id, or None when refused; HTTP status). An accepted job is polled from now on."""
         self.n += 1
         job_id = f"bench-{tag}-{self.n}"
         t = time.monotonic()
         r = self.http.post(f"{self.base}/run", json={"input": {**self.body, "job_id": job_id}})
-        return (job_id if r.status_code == 200 else None), r.status_code, t
+        if r.status_code != 200:
+            return None, r.status_code
+        with self._lock:
+            self._pending[job_id] = t
+        return job_id, r.status_code
 
-    def wait(self, started: dict[str, float], timeout_s: float) -> dict[str, tuple[str, float]]:
-        """job id -> (final status, seconds from its submission to the poll that saw it end)."""
-        done: dict[str, tuple[str, float]] = {}
-        t0 = time.monotonic()
-        while len(done) < len(started):
-            for job_id, t_submit in started.items():
-                if job_id in done:
+    def _poll(self) -> None:
+        http = httpx.Client(timeout=120)
+        while True:
+            with self._lock:
+                pending = dict(self._pending)
+            for job_id, t_submit in pending.items():
+                try:
+                    st = http.get(f"{self.base}/status/{job_id}").json()
+                except (httpx.HTTPError, ValueError):
                     continue
-                st = self.http.get(f"{self.base}/status/{job_id}").json()
-                if st["status"] in FINAL:
-                    done[job_id] = (st["status"], time.monotonic() - t_submit)
+                if st.get("status") in FINAL:
+                    with self._lock:
+                        self._pending.pop(job_id, None)
+                        self.done[job_id] = (st["status"], time.monotonic() - t_submit)
+            time.sleep(self.poll_s)
+
+    def wait(self, job_ids: list[str], timeout_s: float) -> dict[str, tuple[str, float]]:
+        """job id -> (final status, seconds from its submission to its end)."""
+        t0 = time.monotonic()
+        while True:
+            with self._lock:
+                if all(j in self.done for j in job_ids):
+                    return {j: self.done[j] for j in job_ids}
             if time.monotonic() - t0 > timeout_s:
                 raise SystemExit(f"jobs not final after {timeout_s:.0f} s: "
-                                 f"{sorted(set(started) - set(done))}")
-            time.sleep(0.1)
-        return done
+                                 f"{sorted(set(job_ids) - set(self.done))}")
+            time.sleep(0.05)
+
+
+def nearest_rank(sorted_values: list[float], q: float) -> float:
+    """The q-quantile (0 < q <= 1) by nearest rank: the smallest value with at least q of the
+    values at or below it."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
 @dataclass
@@ -254,63 +305,70 @@ class Level:
     wall_s: float
     job_s: list[float]
     statuses: list[str]
-    ratio: float | None = None            # wall / one job's wall
-    jobs_per_gpu_hour: float | None = None
+    completed: int = 0
+    ratio: float | None = None            # wall / one job's wall (both all COMPLETED)
+    jobs_per_gpu_hour: float | None = None  # completed jobs only
     usd_per_job: float | None = None
 
 
 def closed_loop(client: Client, levels: list[int], gpus: int, price: float | None,
                 timeout_s: float) -> list[Level]:
+    """Each level: k jobs at once, until the last ends. One job always runs first (the ratios'
+    base)."""
+    levels = [1] + [k for k in levels if k != 1]
     out: list[Level] = []
     for k in levels:
-        started = {}
         t0 = time.monotonic()
+        ids = []
         for _ in range(k):
-            job_id, code, t = client.submit(f"c{k}")
+            job_id, code = client.submit(f"c{k}")
             if job_id is None:
                 raise SystemExit(f"a job of the {k}-at-once level was refused ({code})")
-            started[job_id] = t
-        done = client.wait(started, timeout_s)
+            ids.append(job_id)
+        done = client.wait(ids, timeout_s)
         wall = time.monotonic() - t0
-        level = Level(jobs=k, wall_s=round(wall, 3),
-                      job_s=sorted(round(s, 3) for _, s in done.values()),
-                      statuses=sorted(st for st, _ in done.values()))
-        per_gpu_hour = k / wall * 3600 / max(gpus, 1)
-        level.jobs_per_gpu_hour = round(per_gpu_hour, 1)
-        if price is not None:
-            level.usd_per_job = round(price * 3600 / per_gpu_hour, 5)
-        one = next((lv for lv in out if lv.jobs == 1), None)
-        if one is not None:
+        statuses = sorted(st for st, _ in done.values())
+        completed = statuses.count("COMPLETED")
+        level = Level(jobs=k, wall_s=round(wall, 3), completed=completed,
+                      job_s=sorted(round(s, 3) for _, s in done.values()), statuses=statuses)
+        if completed:
+            per_gpu_hour = completed / wall * 3600 / max(gpus, 1)
+            level.jobs_per_gpu_hour = round(per_gpu_hour, 1)
+            if price is not None:
+                level.usd_per_job = round(price * 3600 / per_gpu_hour, 5)
+        one = out[0] if out else None
+        if one is not None and one.completed == 1 and completed == k:
             level.ratio = round(wall / one.wall_s, 3)
         out.append(level)
         print(f"  {k} at once: {wall:7.2f} s" + (f" ({level.ratio:.2f}x one)" if level.ratio else "")
-              + f", {level.jobs_per_gpu_hour:g} jobs/GPU-hour"
+              + (f", {level.jobs_per_gpu_hour:g} jobs/GPU-hour" if level.jobs_per_gpu_hour else "")
               + (f", ${level.usd_per_job:.4f}/job" if level.usd_per_job is not None else "")
-              + f", {level.statuses}", flush=True)
+              + f", {statuses}", flush=True)
     return out
 
 
 def open_loop(client: Client, rates: list[float], seconds: float, timeout_s: float) -> list[dict]:
+    """Each rate: a job every 60/rate s for `seconds`; times of the completed jobs, refusals."""
     out = []
     for rate in rates:
         gap = 60.0 / rate
-        started, refused, codes = {}, 0, []
+        ids, codes = [], []
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
-            job_id, code, t = client.submit(f"r{rate:g}")
+            job_id, code = client.submit(f"r{rate:g}")
             if job_id is None:
-                refused += 1
                 codes.append(code)
             else:
-                started[job_id] = t
-            time.sleep(max(0.0, t0 + (len(started) + refused) * gap - time.monotonic()))
-        done = client.wait(started, timeout_s)
-        times = sorted(s for _, s in done.values())
-        row = {"rate_per_min": rate, "submitted": len(started) + refused, "refused_429": codes.count(429),
-               "refused_other": len(codes) - codes.count(429),
-               "completed": sum(st == "COMPLETED" for st, _ in done.values()),
-               "p50_s": round(statistics.median(times), 2) if times else None,
-               "p95_s": round(times[min(len(times) - 1, int(0.95 * len(times)))], 2) if times else None}
+                ids.append(job_id)
+            time.sleep(max(0.0, t0 + (len(ids) + len(codes)) * gap - time.monotonic()))
+        done = client.wait(ids, timeout_s)
+        times = sorted(s for st, s in done.values() if st == "COMPLETED")
+        row = {"rate_per_min": rate, "submitted": len(ids) + len(codes),
+               "refused_429": codes.count(429), "refused_other": len(codes) - codes.count(429),
+               "completed": len(times),
+               "failed": sum(st != "COMPLETED" for st, _ in done.values()),
+               "p50_s": round(nearest_rank(times, 0.5), 2) if times else None,
+               "p95_s": round(nearest_rank(times, 0.95), 2) if times else None}
         out.append(row)
         print(f"  {rate:g}/min for {seconds:g} s: {row}", flush=True)
     return out
@@ -388,8 +446,10 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
               f"engines: {health['engines']}", flush=True)
         sampler.start()
         # one job first: the replicas' first call (lazy imports, allocator growth) is not timed
-        warm = client.wait({client.submit("warm")[0]: time.monotonic()}, args.timeout)
-        print(f"warm-up job: {list(warm.values())[0]}", flush=True)
+        warm_id, code = client.submit("warm")
+        if warm_id is None:
+            raise SystemExit(f"the warm-up job was refused ({code})")
+        print(f"warm-up job: {client.wait([warm_id], args.timeout)[warm_id]}", flush=True)
         levels = [int(k) for k in args.concurrency.split(",") if k]
         closed = closed_loop(client, levels, max(gpus, 1), priced[1] if priced else None,
                              args.timeout)
@@ -399,14 +459,14 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
         samples = sampler.stop() if sampler.is_alive() else sampler.samples
         serve.shutdown()
         ray.shutdown()
-    memory = memory_report(samples, deployment_shares())
+    shares = deployment_shares()
+    memory = memory_report(samples, shares)
+    # (a level with a failed job has no ratio: it fails its check)
     checks = [{"check": f"{k} at once <= {CONCURRENCY_LIMITS[k]:g}x one", "measured": lv.ratio,
                "holds": lv.ratio is not None and lv.ratio <= CONCURRENCY_LIMITS[k]}
               for lv in closed for k in [lv.jobs] if k in CONCURRENCY_LIMITS]
-    if memory:
-        checks.append({"check": "every GPU replica inside its share",
-                       "measured": max(m["peak_mib"] / max(m["share_mib"] or 1, 1) for m in memory),
-                       "holds": all(m["holds"] is not False for m in memory)})
+    if (held := memory_check(memory, shares)) is not None:
+        checks.append(held)
     summary = {"gpus": gpus, "gpu": gpu_name, "price_per_gpu_s": priced,
                "engines": health["engines"], "start_s": round(start_s, 1),
                "closed_loop": [asdict(lv) for lv in closed], "open_loop": opened,

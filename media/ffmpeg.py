@@ -70,6 +70,7 @@ class StreamInfo:
     width: int = 0
     height: int = 0
     fps: float = 0.0         # avg_frame_rate as a float (0 when unknown)
+    rate: str = ""           # the same rate as ffprobe's rational ("25/1", "30000/1001")
     pix_fmt: str = ""
     sample_rate: int = 0
     channels: int = 0
@@ -139,6 +140,8 @@ def probe(path: str | os.PathLike, *, timeout_s: float = 60, count_frames: bool 
             width=_num(s.get("width"), int),
             height=_num(s.get("height"), int),
             fps=_rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate")),
+            rate=next((r for r in (s.get("avg_frame_rate"), s.get("r_frame_rate"))
+                       if _rate(r)), ""),
             pix_fmt=s.get("pix_fmt", ""),
             sample_rate=_num(s.get("sample_rate"), int),
             channels=_num(s.get("channels"), int),

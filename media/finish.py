@@ -189,7 +189,8 @@ def _encode_args(frames_path: str, mix_path: str, video_path: str, ass_path: str
         # The still is decoded and converted once and repeated by the loop filter (an image
         # input looped by the demuxer is decoded again for every frame).
         path, x, y = background
-        still = ffmpeg.input(path, framerate=f"{src.fps or 25:g}").video
+        # (at the intermediate's exact rate: a rounded one would drop or add frames)
+        still = ffmpeg.input(path, framerate=src.rate or f"{src.fps or 25:g}").video
         still = still.filter("format", "yuv444p").filter("loop", loop=-1, size=1, start=0)
         video = ffmpeg.filter([still, video.filter("format", "yuv444p")],
                               "overlay", x=x, y=y, shortest=1, format="yuv444")

@@ -15,34 +15,49 @@ pinned thread costs no concurrency there.
 """
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
 
 class DeviceThread:
+    """Runs calls on one daemon thread (pinned) or on the caller's (not pinned). A daemon: a
+    job that hangs on the GPU never keeps the replica's process from exiting. A job that timed
+    out or was cancelled runs on until its next progress check, as it did on Serve's threads;
+    the next call waits behind it."""
+
     def __init__(self, stage: str, pinned: bool):
         self.stage = stage
-        self._pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pf-{stage}-device")
-                      if pinned else None)
-        self._ident = self._pool.submit(threading.get_ident).result() if pinned else None
+        self._calls: queue.SimpleQueue | None = queue.SimpleQueue() if pinned else None
+        self._thread: threading.Thread | None = None
+        if pinned:
+            self._thread = threading.Thread(target=self._serve, name=f"pf-{stage}-device",
+                                            daemon=True)
+            self._thread.start()
 
     @property
     def pinned(self) -> bool:
-        return self._pool is not None
+        return self._thread is not None
 
     def call(self, fn: Callable[..., T], /, *args, **kwargs) -> T:
         """fn(*args, **kwargs) on the stage's thread (the caller's when not pinned, or when the
         caller is that thread already); its result or its exception, as a direct call gives."""
-        if self._pool is None or threading.get_ident() == self._ident:
+        if self._thread is None or threading.current_thread() is self._thread:
             return fn(*args, **kwargs)
-        return self._pool.submit(fn, *args, **kwargs).result()
+        done: Future = Future()
+        self._calls.put((done, fn, args, kwargs))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            done, fn, args, kwargs = self._calls.get()
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, raised there
+                done.set_exception(e)
 
     def describe(self) -> str:
         return "pinned" if self.pinned else "caller's"
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)

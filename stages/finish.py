@@ -93,7 +93,8 @@ class FinishStage:
             # still is decoded once and repeated by the loop filter.
             still = self.storage.get_file(req.frames.background_key, tmp)
             x, y = req.frames.region[:2]
-            picture = ["-framerate", f"{req.frames.fps:g}", "-i", str(still),
+            # (the rate as FrameWriter wrote the frames: a rounded one would drop or add frames)
+            picture = ["-framerate", f"{req.frames.fps}", "-i", str(still),
                        "-i", str(frames), "-filter_complex",
                        f"[0:v]format=yuv444p,loop=loop=-1:size=1:start=0[b];"
                        f"[1:v]format=yuv444p[f];[b][f]overlay=x={x}:y={y}:shortest=1:format=yuv444"]

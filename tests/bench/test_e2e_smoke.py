@@ -79,6 +79,9 @@ def test_checks_fail_what_is_out_of_order_or_over_target():
             row("lipsync_only", "standard", "warm", 3.0), row("lipsync_only", "high", "warm", 6.0),
             row("video_render", "standard", "warm", 7.5), row("video_render", "premium", "warm", 12.5)]
     got = {name: holds for name, _, holds in acceptance(rows, targets=True)}
+    # a first job that failed fast is no start-up measure at all
+    failed_first = [Row(**{**vars(rows[0]), "status": "FAILED"}), *rows[1:]]
+    assert not any(n.startswith("first job") for n, _, _ in acceptance(failed_first, targets=False))
     assert got == {"first job (lipsync_only fast) / warm": False,         # 2.25 > 1.5
                    "lipsync_only presets in order (warm)": False,          # fast 4.0 > standard 3.0
                    "video_render presets in order (warm)": True,

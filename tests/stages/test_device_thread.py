@@ -19,17 +19,16 @@ from tests.support.engines import tiny_upscalers
 
 def test_a_pinned_thread_runs_every_call_on_one_thread_and_passes_results_and_errors():
     worker = DeviceThread("t", pinned=True)
-    try:
-        with ThreadPoolExecutor(4) as callers:
-            idents = set(callers.map(lambda _: worker.call(threading.get_ident), range(16)))
-        assert len(idents) == 1 and threading.get_ident() not in idents
-        assert worker.call(lambda a, b=0: a + b, 2, b=3) == 5
-        with pytest.raises(ValueError, match="bad frame"):
-            worker.call(_raise, ValueError("bad frame"))
-        # a call from the thread itself runs in place instead of waiting on itself
-        assert worker.call(lambda: worker.call(threading.get_ident)) in idents
-    finally:
-        worker.close()
+    with ThreadPoolExecutor(4) as callers:
+        idents = set(callers.map(lambda _: worker.call(threading.get_ident), range(16)))
+    assert len(idents) == 1 and threading.get_ident() not in idents
+    assert worker.call(lambda a, b=0: a + b, 2, b=3) == 5
+    with pytest.raises(ValueError, match="bad frame"):
+        worker.call(_raise, ValueError("bad frame"))
+    # a call from the thread itself runs in place instead of waiting on itself
+    assert worker.call(lambda: worker.call(threading.get_ident)) in idents
+    # a daemon: a hung job never holds the process at exit
+    assert worker.describe() == "pinned" and worker._thread.daemon
 
 
 def test_an_unpinned_thread_runs_on_the_caller():

@@ -101,6 +101,7 @@ def test_restore_and_upscale_warm_up_and_report_it(settings, no_gpu):
     report = restore.describe()["startup"]
     assert report["warmup_s"] > 0 and report["warmed"][0].startswith("gfpgan batches")
     assert restore.restorer.faces_restored == 0  # warm-up faces are not counted as restored
+    assert restore.describe()["thread"] == "pinned"  # its jobs run where the warm-up ran
     upscale = UpscaleStage(s, storage, models=tiny_upscalers())
     report = upscale.describe()["startup"]
     assert report["warmup_s"] > 0 and report["warmed"][0].startswith("tiny-x4 tile windows")
