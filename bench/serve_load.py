@@ -478,7 +478,8 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
           + ("" if memory else " no GPU processes seen"))
     for m in memory:
         print(f"  gpu {m['gpu']} {m['deployment']:<12} pid {m['pid']:<8} {m['peak_mib']:>7} MiB"
-              f" / share {m['share']:g} = {m['share_mib']} MiB: {'ok' if m['holds'] else 'OVER'}")
+              f" / share {m['share']:g} = {m['share_mib']} MiB: "
+              f"{ {True: 'ok', False: 'OVER', None: 'unknown'}[m['holds']] }")
     print("checks (issue 20):")
     for c in checks:
         print(f"  {'yes' if c['holds'] else 'NO ':<4} {c['check']}: {c['measured']}")
