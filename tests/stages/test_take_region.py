@@ -12,9 +12,10 @@ from PIL import Image
 
 from core import keys
 from core.storage import open_storage
+from faces.track import FaceTrack
+from media.ffmpeg import probe
 from media.frames import read_frames
 from media.options import FinishOptions
-from media.ffmpeg import probe
 from personas.manifest import TAKE_FRAME_BOX
 from stages.contracts import FinishRequest, RestoreRequest, TakeRequest
 from stages.finish import FinishStage
@@ -70,7 +71,6 @@ def test_a_take_hands_on_its_face_region_and_encodes_like_whole_frames(settings,
             assert stored.width * stored.height < 0.3 * w * h, ref.region
             assert ref.background_key == keys.work(job, "take_0_background.png")
             # every frame's face (the track the take stores) lies inside the region
-            from faces.track import FaceTrack
             track = FaceTrack.from_bytes(storage.get_bytes(take.track_key))
             marks = track.five_points()
             assert (marks[..., 0] > x0).all() and (marks[..., 0] < x1).all()
