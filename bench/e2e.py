@@ -653,21 +653,27 @@ def _run(args: argparse.Namespace, plan: Plan, device: str, work: Path) -> list[
             print(f"{r.job} {r.quality} {r.run}: {r.status}: {r.error}")
     # the targets hold for their conditions only: a GPU, 10 s of voice, 1080x1920 @ 30
     targets = cuda and (plan.voice_s, plan.width, plan.height, plan.fps) == (10.0, 1080, 1920, 30)
-    checks = acceptance(rows, targets=targets)
-    print("\nchecks (issue 20):")
-    for name, measured, holds in checks:
-        print(f"  {'yes' if holds else 'NO ':<4} {name}: {measured}")
+    checks = [{"check": c, "measured": m, "holds": h}
+              for c, m, h in acceptance(rows, targets=targets)]
     out = [asdict(r) for r in rows]
     summary = {"device": device, "gpu": torch.cuda.get_device_name() if cuda else None,
                "startup_s": round(startup_s, 2), "stage_startup": stage_startup,
                "resident_gib": None if resident is None else round(resident, 3),
                "voice_s": plan.voice_s,
-               "format": [plan.width, plan.height, plan.fps], "rows": out,
-               "checks": [{"check": c, "measured": m, "holds": h} for c, m, h in checks]}
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1))
-    print(json.dumps(summary))
+               "format": [plan.width, plan.height, plan.fps], "rows": out, "checks": checks}
+    emit(summary, args.json)
     return out
+
+
+def emit(summary: dict, json_path: Path | None) -> None:
+    """The end of a bench's output: its checks (summary["checks"]: check, measured, holds), the
+    JSON file when asked for, and the JSON line last."""
+    print("\nchecks (issue 20):")
+    for c in summary["checks"]:
+        print(f"  {'yes' if c['holds'] else 'NO ':<4} {c['check']}: {c['measured']}")
+    if json_path:
+        json_path.write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ The last line printed is the JSON of everything.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import math
 import re
@@ -48,7 +47,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench.e2e import b64, portrait_face_box, portrait_png, speech_wav, write_full_weights  # noqa: E402
+from bench.e2e import (b64, emit, portrait_face_box, portrait_png, speech_wav,  # noqa: E402
+                       write_full_weights)
 
 REPO = Path(__file__).resolve().parents[1]
 APP = "pf"
@@ -480,12 +480,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
         print(f"  gpu {m['gpu']} {m['deployment']:<12} pid {m['pid']:<8} {m['peak_mib']:>7} MiB"
               f" / share {m['share']:g} = {m['share_mib']} MiB: "
               f"{ {True: 'ok', False: 'OVER', None: 'unknown'}[m['holds']] }")
-    print("checks (issue 20):")
-    for c in checks:
-        print(f"  {'yes' if c['holds'] else 'NO ':<4} {c['check']}: {c['measured']}")
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1))
-    print(json.dumps(summary))
+    emit(summary, args.json)
     return summary
 
 
